@@ -1,0 +1,1 @@
+"""Small samples shipped for the quickstart (copied from the public data sets)."""

@@ -1,0 +1,70 @@
+"""Forward passes on top of a shared prefix KV cache (transformers models)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def prefix_kv(lm, ids: Sequence[int]):
+    """The per-layer (key, value) tensors of ``ids``, computed once (batch of 1)."""
+    import torch
+
+    x = torch.tensor([list(ids)], device=lm.device)
+    out = lm.model(input_ids=x, use_cache=True, logits_to_keep=1)
+    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+
+def _expanded_cache(lm, kv, batch: int):
+    """A fresh DynamicCache whose layers view the prefix tensors expanded to ``batch``
+    rows (no copy; the forward's concatenation makes new tensors, so the shared prefix
+    is never modified)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=lm.model.config)
+    for layer, (k, v) in zip(cache.layers, kv, strict=True):
+        layer.lazy_initialization(k, v)
+        layer.keys = k.expand(batch, -1, -1, -1)
+        layer.values = v.expand(batch, -1, -1, -1)
+    return cache
+
+
+def hidden_on_prefix(lm, kv, n_prefix: int, suffixes: Sequence[Sequence[int]]):
+    """Final hidden states (B, L, H) of right-padded ``suffixes`` run after the prefix.
+
+    Right padding needs no attention mask: pads come after every real token, and the
+    causal mask already keeps real tokens from seeing them.
+    """
+    import torch
+
+    b, width = len(suffixes), max(len(s) for s in suffixes)
+    pad = lm.tokenizer.pad_token_id or 0
+    x = torch.full((b, width), pad, dtype=torch.long)
+    for i, s in enumerate(suffixes):
+        x[i, : len(s)] = torch.tensor(list(s))
+    x = x.to(lm.device)
+    pos = torch.arange(n_prefix, n_prefix + width, device=lm.device).unsqueeze(0).expand(b, -1)
+    cache = _expanded_cache(lm, kv, b) if kv is not None else None
+    decoder = lm.model.get_decoder()
+    out = decoder(input_ids=x, position_ids=pos, past_key_values=cache, use_cache=cache is not None)
+    return out.last_hidden_state
+
+
+def head_logits(lm, h):
+    """The LM head on selected hidden states, with the model's final soft-capping."""
+    import torch
+
+    logits = lm.model.get_output_embeddings()(h)
+    cap = getattr(lm.model.config.get_text_config(), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits.float()
+
+
+def forward_on_prefix(lm, kv, n_prefix: int, suffixes: Sequence[Sequence[int]], targets):
+    """Logits of the ``targets`` columns at each suffix's last real token: (B, T) float32."""
+    import torch
+
+    h = hidden_on_prefix(lm, kv, n_prefix, suffixes)
+    last = torch.tensor([len(s) - 1 for s in suffixes], device=h.device)
+    h_last = h[torch.arange(len(suffixes), device=h.device), last]
+    return head_logits(lm, h_last)[:, targets]

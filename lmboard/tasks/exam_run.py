@@ -1,0 +1,201 @@
+"""Running a multiple-choice exam: prompts -> engine -> store -> result files.
+
+The store holds every scored question as soon as its batch finishes; the result files
+are written from the store at the end, so a resumed run writes the same files as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lmboard.config import ExamSettings, stable_hash
+from lmboard.engine.scoring import EngineStats, ScoreItem, score_last
+from lmboard.errors import UsageError
+from lmboard.store import Store
+from lmboard.tasks.exam import MCExam, MCQuestion, Prompt
+
+
+@dataclass
+class ExamResult:
+    run_id: str
+    model: str
+    questions: dict[str, list[MCQuestion]]  # subject -> questions, in file order
+    samples: dict[str, dict]  # "subject/index" -> sample record
+    provenance: dict
+    stats: EngineStats | None
+    cost_time: float
+    resumed: bool = False
+    shots_used: dict[str, list[int]] = field(default_factory=dict)
+
+
+def sample_key(q: MCQuestion) -> str:
+    return f"{q.subject}/{q.index}"
+
+
+def softmax(xs: list[float]) -> list[float]:
+    m = max(xs)
+    e = [math.exp(x - m) for x in xs]
+    s = sum(e)
+    return [v / s for v in e]
+
+
+def chat_render(exam: MCExam, tokenizer, q: MCQuestion, shots: list[MCQuestion]) -> tuple[str, str]:
+    """--chat: the exam through the model's chat template, few-shot as alternating turns."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise UsageError("--chat: the model has no chat template")
+    head = exam.header(q.subject)
+    messages: list[dict[str, str]] = []
+    for i, s in enumerate(shots):
+        messages.append({"role": "user", "content": (head if i == 0 else "") + exam.example(s, False)})
+        messages.append({"role": "assistant", "content": s.answer})
+    last = (head if not shots else "") + exam.example(q, False)
+    messages.append({"role": "user", "content": last})
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return text, text[: text.rfind(exam.example(q, False))]
+
+
+def build_prompts(exam: MCExam, lm, settings: ExamSettings, questions, pools) -> tuple[list[Prompt], list]:
+    """Every question's prompt, fitted to the context; and its token ids."""
+    tok = lm.tokenizer
+    max_len = settings.engine.max_length or lm.max_length
+    special = not settings.chat  # a rendered chat template already holds its special tokens
+
+    def count(text: str) -> int:
+        return len(tok(text, add_special_tokens=special).input_ids)
+
+    render = (lambda q_, s_: chat_render(exam, tok, q_, s_)) if settings.chat else None
+    prompts: list[Prompt] = []
+    for subject, qs in questions.items():
+        pool, source = pools[subject]
+        for q in qs:
+            shots = exam.shots_for(q, pool, source, settings.shots)
+            prompts.append(exam.build_prompt(q, shots, count, max_len, render))
+    ids = tok([p.text for p in prompts], add_special_tokens=special).input_ids
+    too_long = [p for p, i in zip(prompts, ids, strict=True) if len(i) > max_len]
+    if too_long:
+        q = too_long[0].question
+        raise UsageError(f"{q.subject} question {q.index}: prompt is longer than {max_len} tokens even with 0 shots")
+    return prompts, ids
+
+
+def template_hash(exam: MCExam, settings: ExamSettings) -> str:
+    q = MCQuestion("subject_name", 0, "{question}", ("{A}", "{B}", "{C}", "{D}"), "A", ())
+    text, _ = exam.render(q, [q])
+    return stable_hash([exam.name, text, settings.letter_token, settings.chat])
+
+
+def run_exam(
+    exam: MCExam,
+    lm,
+    settings: ExamSettings,
+    store: Store,
+    progress: Callable[[int, int], None] | None = None,
+    oom_guard: Callable[[int], None] | None = None,
+) -> ExamResult:
+    t0 = time.time()
+    data = Path(settings.data)
+    subjects = exam.select_subjects(data, settings.subjects)
+    if settings.shots < 0:
+        raise UsageError(f"--shots must be >= 0 (got {settings.shots})")
+    questions: dict[str, list[MCQuestion]] = {}
+    pools: dict[str, tuple[list[MCQuestion], str]] = {}
+    for s in subjects:
+        test = exam.load_split(data, s, exam.eval_split)
+        if test is None:
+            raise UsageError(f"--subjects: {s}: no {exam.eval_split} file in {data / exam.eval_split}")
+        pools[s] = exam.shot_pool(data, s, test)
+        questions[s] = test[: settings.limit] if settings.limit else test
+    sources = sorted({src for _, src in pools.values()})
+
+    prompts, ids = build_prompts(exam, lm, settings, questions, pools)
+    cue = prompts[0].text if settings.chat else exam.example(prompts[0].question, False)
+    # In chat form the letter opens the assistant turn: no separator before it.
+    sep = "" if settings.chat else exam.answer_sep
+    letter_ids = exam.letter_ids(lm.tokenizer, cue, settings.letter_token, sep)
+
+    info = lm.info()
+    key = {"model": lm.spec.canonical(), "exam": settings.key_dict(), "dtype": info["dtype"]}
+    run_id = f"{exam.name}-{stable_hash(key, 12)}"
+    provenance = {
+        **info,
+        "task": exam.name,
+        "shots_requested": settings.shots,
+        "fewshot_source": sources[0] if len(sources) == 1 else sources,
+        "prompt_template_hash": template_hash(exam, settings),
+        "prompt_format": "chat" if settings.chat else "plain",
+        "letter_token": settings.letter_token,
+        "letter_token_ids": letter_ids,
+        "letter_tokens": [lm.tokenizer.decode([i]) for i in letter_ids],
+        "max_length": settings.engine.max_length or lm.max_length,
+        "seed": None,  # scoring is deterministic: no sampling
+    }
+    resumed = store.open_run(run_id, "exam", lm.spec.display_name, {**key, "run": run_id}, provenance)
+    done = store.sample_keys(run_id)
+    by_key = {sample_key(p.question): p for p in prompts}
+
+    def on_batch(rows: list[tuple[str, list[float]]]) -> None:
+        recs = []
+        for k, logits in rows:
+            p = by_key[k]
+            probs = softmax(logits)
+            pred = exam.letters[max(range(len(probs)), key=probs.__getitem__)]
+            recs.append(
+                (
+                    k,
+                    {
+                        "subject": p.question.subject,
+                        "index": p.question.index,
+                        "prompt_hash": stable_hash(p.text),
+                        "shots": p.shots,
+                        "probs": probs,
+                        "pred": pred,
+                        "gold": p.question.answer,
+                        "correct": pred == p.question.answer,
+                    },
+                )
+            )
+        store.add_samples(run_id, recs)
+
+    items = [ScoreItem(sample_key(p.question), i, p.prefix) for p, i in zip(prompts, ids, strict=True)]
+    total, seen = len(items), 0
+
+    def tick(n: int) -> None:
+        nonlocal seen
+        seen += n
+        if progress:
+            progress(seen, total)
+
+    stats = None
+    if len(done) < total:
+        stats = score_last(
+            lm,
+            items,
+            letter_ids,
+            batch_tokens=settings.engine.batch_tokens,
+            prefix_reuse=settings.engine.prefix_reuse,
+            skip=done.__contains__,
+            on_batch=on_batch,
+            progress=tick,
+            oom_guard=oom_guard,
+        )
+    elif progress:
+        progress(total, total)
+    samples = {k: v for k, v in store.samples(run_id) if k in by_key}
+    missing = [k for k in by_key if k not in samples]
+    if missing:
+        raise RuntimeError(f"internal: {len(missing)} questions were not scored (first: {missing[0]})")
+    shots_used = {s: [samples[sample_key(q)]["shots"] for q in qs] for s, qs in questions.items()}
+    provenance["shots_used"] = {
+        "min": min(min(v) for v in shots_used.values()),
+        "max": max(max(v) for v in shots_used.values()),
+    }
+    if stats is not None:
+        provenance["engine"] = stats.to_dict()
+    return ExamResult(
+        run_id, lm.spec.display_name, questions, samples, provenance, stats, time.time() - t0, resumed, shots_used
+    )
