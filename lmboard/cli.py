@@ -93,8 +93,6 @@ def load_lm(spec: ModelSpec, quiet: bool):
 
     if quiet:
         os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF conversion bar
-    else:
-        err.print(f"loading {spec.display_name} ...")
     return load_model(spec)
 
 
@@ -151,18 +149,18 @@ def eval_cmd(
     from lmboard.report.exam import ensure_writable, write_exam_files
     from lmboard.report.tables import exam_table
     from lmboard.tasks.exam import get_task
-    from lmboard.tasks.exam_run import run_exam
+    from lmboard.tasks.exam_run import load_questions, run_exam
 
     exam = get_task(task)
     data = data or builtin_data(task)
     settings = ExamSettings(task, data, split_list(subjects), limit, shots, letter_token, chat, engine)
-    exam.select_subjects(data, settings.subjects)  # fail fast, before loading the model
+    loaded = load_questions(exam, settings)  # bad data fails here, before the model loads
     out_path = out_dir or Path("results") / spec.display_name
     ensure_writable(out_path)
     store = Store(db)
     lm = load_lm(spec, quiet)
     with progress_bar(f"{task} {spec.display_name}", quiet) as update:
-        result = run_exam(exam, lm, settings, store, progress=update)
+        result = run_exam(exam, lm, settings, store, progress=update, loaded=loaded)
     acc = write_exam_files(result, exam, data, out_path)
     store.finish_run(result.run_id, {k: v for k, v in acc.items() if k != "subjects"})
     if not quiet:
@@ -192,15 +190,15 @@ def main(argv: list[str] | None = None) -> int:
         out.print(e.ctx.get_help() if e.ctx else str(e), markup=False, highlight=False)
         return 0
     except cx.UsageError as e:
-        err.print(f"error: {e.format_message()}", highlight=False, markup=False)
+        print(f"error: {e.format_message()}", file=sys.stderr)
         return 2
     except UsageError as e:
-        err.print(f"error: {e}", highlight=False, markup=False)
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    except (cx.Abort, KeyboardInterrupt):
-        err.print("interrupted: results so far are in the store; the same command resumes", markup=False)
+    except (typer.Abort, KeyboardInterrupt):
+        print("interrupted: results so far are in the store; the same command resumes", file=sys.stderr)
         return 130
-    except cx.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
 
 

@@ -99,7 +99,7 @@ def test_out_of_memory_backs_off_and_gives_the_same_answers(tiny_sp):
         return got, stats
 
     ref, ref_stats = collect(batch_tokens=4096)
-    limit = 150
+    limit = 400
 
     def guard(tokens):
         if tokens > limit:

@@ -123,6 +123,7 @@ class HFModel:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_length = self._context_length()
+        self.gen_batch_size: int | None = None  # None: packed by a token budget
         self.versions = {
             "lmboard": _lmboard_version(),
             "torch": torch.__version__,
@@ -199,7 +200,7 @@ class HFModel:
     def generate(self, requests: Sequence[GenRequest], settings: GenerationSettings) -> Iterator[GenResult]:
         from lmboard.engine.generation import generate_batched
 
-        yield from generate_batched(self, requests, settings)
+        yield from generate_batched(self, requests, settings, self.gen_batch_size)
 
     def stream(self, messages: Sequence[dict[str, str]], settings: GenerationSettings) -> Iterator[str]:
         from lmboard.engine.generation import stream_one
@@ -238,14 +239,26 @@ def save_gguf_cache(target: Path, model, tokenizer) -> str | None:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
         model.config.architectures = model.config.architectures or [type(model).__name__]
-        model.save_pretrained(tmp)
+        # The GGUF quantizer marks the model unserializable even once unpacked; the
+        # tensors are plain now, so save them without it.
+        quantizer = getattr(model, "hf_quantizer", None)
+        qconfig = getattr(model.config, "quantization_config", None)
+        try:
+            model.hf_quantizer = None
+            if qconfig is not None:
+                del model.config.quantization_config
+            model.save_pretrained(tmp)
+        finally:
+            model.hf_quantizer = quantizer
+            if qconfig is not None:
+                model.config.quantization_config = qconfig
         tokenizer.save_pretrained(tmp)
         (tmp / "complete").write_text("ok")
         if target.exists():
             shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
         return str(target)
-    except OSError:
+    except (OSError, ValueError, AttributeError):
         return None
 
 

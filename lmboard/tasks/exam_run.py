@@ -89,15 +89,8 @@ def template_hash(exam: MCExam, settings: ExamSettings) -> str:
     return stable_hash([exam.name, text, settings.letter_token, settings.chat])
 
 
-def run_exam(
-    exam: MCExam,
-    lm,
-    settings: ExamSettings,
-    store: Store,
-    progress: Callable[[int, int], None] | None = None,
-    oom_guard: Callable[[int], None] | None = None,
-) -> ExamResult:
-    t0 = time.time()
+def load_questions(exam: MCExam, settings: ExamSettings):
+    """Every question and few-shot pool, validated before any model is loaded."""
     data = Path(settings.data)
     subjects = exam.select_subjects(data, settings.subjects)
     if settings.shots < 0:
@@ -108,8 +101,24 @@ def run_exam(
         test = exam.load_split(data, s, exam.eval_split)
         if test is None:
             raise UsageError(f"--subjects: {s}: no {exam.eval_split} file in {data / exam.eval_split}")
+        if not test:
+            raise UsageError(f"{data / exam.eval_split}: {s}: no questions")
         pools[s] = exam.shot_pool(data, s, test)
         questions[s] = test[: settings.limit] if settings.limit else test
+    return questions, pools
+
+
+def run_exam(
+    exam: MCExam,
+    lm,
+    settings: ExamSettings,
+    store: Store,
+    progress: Callable[[int, int], None] | None = None,
+    oom_guard: Callable[[int], None] | None = None,
+    loaded: tuple | None = None,
+) -> ExamResult:
+    t0 = time.time()
+    questions, pools = loaded or load_questions(exam, settings)
     sources = sorted({src for _, src in pools.values()})
 
     prompts, ids = build_prompts(exam, lm, settings, questions, pools)

@@ -1,0 +1,178 @@
+"""The judge role: any model spec, configured apart from the models under test.
+
+Every judgment is cached in the store under a key made of the judge spec, the prompt
+template hash, the language, the instruction, both outputs and their order: a rerun
+judges only what is missing, and a killed run loses nothing already judged.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+from lmboard.config import GenerationSettings, ModelSpec, stable_hash
+from lmboard.judge import prompts as P
+from lmboard.models.base import GenRequest
+from lmboard.store import Store
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    spec: ModelSpec
+    mode: str = "pairwise"  # pairwise | single
+    lang: str = "auto"  # auto | en | zh
+    seed: int = 0
+    both_orders: bool = False
+    concurrency: int = 8
+
+
+@dataclass(frozen=True)
+class Comparison:
+    generator: str
+    instruction: str
+    output: str  # the model under test
+    reference: str | None  # the reference answer (pairwise: required)
+
+
+def model_first(seed: int, instruction: str) -> bool:
+    """The recorded, seeded coin that puts the model's output first or second."""
+    return random.Random(f"{seed}:{instruction}").random() < 0.5
+
+
+class Judge:
+    def __init__(self, lm, settings: JudgeSettings, store: Store):
+        self.lm, self.settings, self.store = lm, settings, store
+        self.template = P.template_hash(settings.mode)
+        self.calls = 0  # requests actually sent to the judge (cache misses)
+
+    # ---- cache
+    def key(self, c: Comparison, first_is_model: bool, lang: str) -> str:
+        return stable_hash([self.settings.spec.canonical(), self.settings.mode, self.template, lang,
+                            c.instruction, c.reference, c.output, first_is_model], 32)
+
+    def run(self, comparisons: Sequence[Comparison], progress: Callable[[int, int], None] | None = None) -> list[dict]:
+        """One record per comparison: preference (or grade), validity, consistency."""
+        jobs = []  # (comparison index, first_is_model, lang, key)
+        for n, c in enumerate(comparisons):
+            lang = P.choose_lang(c.instruction, self.settings.lang)
+            if self.settings.mode == "single":
+                jobs.append((n, True, lang, self.key(c, True, lang)))
+                continue
+            first = model_first(self.settings.seed, c.instruction)
+            orders = [first, not first] if self.settings.both_orders else [first]
+            jobs += [(n, o, lang, self.key(c, o, lang)) for o in orders]
+        cached = {k: v for k in {j[3] for j in jobs} if (v := self.store.get_judgment(k)) is not None}
+        todo = [j for j in jobs if j[3] not in cached]
+        done = len(jobs) - len(todo)
+        if progress:
+            progress(done, len(jobs))
+        for chunk_start in range(0, len(todo), 64):
+            chunk = todo[chunk_start : chunk_start + 64]
+            results = self._judge([(comparisons[n], o, lang) for n, o, lang, _ in chunk])
+            self.store.put_judgments([(j[3], self.settings.spec.canonical(), r) for j, r in zip(chunk, results, strict=True)])
+            cached.update({j[3]: r for j, r in zip(chunk, results, strict=True)})
+            done += len(chunk)
+            if progress:
+                progress(done, len(jobs))
+        return [self._combine(c, [cached[j[3]] for j in jobs if j[0] == n]) for n, c in enumerate(comparisons)]
+
+    def _combine(self, c: Comparison, parts: list[dict]) -> dict:
+        valid = [p for p in parts if p["value"] is not None]
+        rec = {"generator": c.generator, "instruction": c.instruction, "judgments": parts}
+        if self.settings.mode == "single":
+            rec["score"] = valid[0]["value"] if valid else None
+            return rec
+        rec["preference"] = sum(p["value"] for p in valid) / len(valid) if valid else None
+        if len(parts) == 2 and len(valid) == 2:
+            side = [round(p["value"] * 2) / 2 for p in valid]  # 1, 1.5 or 2
+            rec["consistent"] = side[0] == side[1]
+        return rec
+
+    # ---- the judge itself
+    def _judge(self, jobs: list[tuple[Comparison, bool, str]]) -> list[dict]:
+        if self.settings.mode == "pairwise" and hasattr(self.lm, "model") and hasattr(self.lm, "tokenizer"):
+            return self._pairwise_local(jobs)
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.concurrency)) as pool:
+            return list(pool.map(lambda j: self._one_by_text(*j), jobs))
+
+    def _messages(self, c: Comparison, first_is_model: bool, lang: str) -> list[dict[str, str]]:
+        if self.settings.mode == "single":
+            return P.single_messages(c.instruction, c.output, c.reference, lang)
+        a, b = (c.output, c.reference) if first_is_model else (c.reference, c.output)
+        return P.pairwise_messages(c.instruction, a or "", b or "", lang)
+
+    def _pairwise_local(self, jobs) -> list[dict]:
+        """A local model: the next-token probabilities of "m" and "M", read from the logits."""
+        from lmboard.engine.scoring import ScoreItem, score_last
+
+        tok = self.lm.tokenizer
+        texts = [self.lm.render_chat(self._messages(*j)) for j in jobs]
+        targets = []
+        for label in P.LABELS:
+            ids = tok(texts[0] + label, add_special_tokens=False).input_ids
+            targets.append(ids[len(tok(texts[0], add_special_tokens=False).input_ids)])
+        items = [ScoreItem(str(i), tok(t, add_special_tokens=False).input_ids) for i, t in enumerate(texts)]
+        got: dict[str, list[float]] = {}
+        score_last(self.lm, items, targets, on_batch=lambda rows: got.update(rows))
+        self.calls += len(jobs)
+        out = []
+        for i, (_, first_is_model, _) in enumerate(jobs):
+            lm_, lM = got[str(i)]
+            p_second = 1 / (1 + math.exp(lm_ - lM))
+            p_model = (1 - p_second) if first_is_model else p_second
+            out.append({"value": 1 + p_model, "source": "logits", "first_is_model": first_is_model,
+                        "p_label_M": p_second})
+        return out
+
+    def _one_by_text(self, c: Comparison, first_is_model: bool, lang: str) -> dict:
+        """An endpoint or plugin: top logprobs where given, else the parsed answer;
+        an unparsable answer is retried once, then recorded as invalid."""
+        single = self.settings.mode == "single"
+        settings = GenerationSettings(max_new_tokens=512 if single else 4, do_sample=False, seed=self.settings.seed)
+        req = GenRequest("judge", tuple(self._messages(c, first_is_model, lang)))
+        raw = ""
+        for attempt in range(2):
+            s = replace(settings, seed=self.settings.seed + attempt)
+            self.calls += 1
+            if hasattr(self.lm, "complete"):
+                extra = {} if single else {"logprobs": True, "top_logprobs": 5}
+                res, resp = self.lm.complete(req, s, **extra)
+                raw = res.output
+                if not single:
+                    p = _label_probs(resp)
+                    if p is not None:
+                        p_model = (1 - p) if first_is_model else p
+                        return {"value": 1 + p_model, "source": "logprobs", "first_is_model": first_is_model, "raw": raw}
+            else:
+                raw = next(iter(self.lm.generate([req], s))).output
+            if single:
+                g = P.parse_grade(raw)
+                if g is not None:
+                    return {"value": g, "source": "parsed", "raw": raw[-300:]}
+            else:
+                label = P.parse_label(raw)
+                if label is not None:
+                    second = label == "M"
+                    model_won = second != first_is_model
+                    return {"value": 2.0 if model_won else 1.0, "source": "parsed", "first_is_model": first_is_model,
+                            "raw": raw}
+        return {"value": None, "source": "invalid", "first_is_model": first_is_model, "raw": raw[-300:]}
+
+
+def _label_probs(resp) -> float | None:
+    """P("M") / (P("m") + P("M")) from the first token's top logprobs, if the server gave them."""
+    try:
+        content = resp.choices[0].logprobs.content
+        top = content[0].top_logprobs
+    except (AttributeError, IndexError, TypeError):
+        return None
+    probs = {"m": 0.0, "M": 0.0}
+    for t in top or []:
+        tok = t.token.strip().strip("`'\"")
+        if tok in probs:
+            probs[tok] += math.exp(t.logprob)
+    total = probs["m"] + probs["M"]
+    return probs["M"] / total if total > 0 else None

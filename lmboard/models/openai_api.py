@@ -1,0 +1,165 @@
+"""OpenAI-compatible endpoints (vLLM, `transformers serve`, hosted APIs), on the official client.
+
+The API key comes from the environment variable the spec names (default
+OPENAI_API_KEY) and never appears in output, logs or results.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
+
+from lmboard.config import GenerationSettings, ModelSpec
+from lmboard.errors import MissingDependency, UsageError
+from lmboard.models.base import GenRequest, GenResult
+from lmboard.models.registry import register_model
+
+RETRIES = 4
+
+
+class OpenAIModel:
+    def __init__(self, spec: ModelSpec, concurrency: int = 8, timeout: float = 120.0):
+        try:
+            import openai
+        except ImportError as e:
+            raise MissingDependency("openai", "openai") from e
+        self.spec = spec
+        self.concurrency = concurrency
+        self._openai = openai
+        key = os.environ.get(spec.api_key_env) or "EMPTY"  # local servers take any key
+        # The client's own retries are off: ours below also cover timeouts and log nothing secret.
+        self.client = openai.OpenAI(base_url=spec.base_url, api_key=key, max_retries=0, timeout=timeout)
+        self.requests_sent = 0
+
+    def info(self) -> dict[str, Any]:
+        import openai
+
+        spec = self.spec.to_dict()
+        return {
+            "model_spec": spec,  # holds the env var's name, never its value
+            "endpoint": self.spec.base_url,
+            "mode": self.spec.mode,
+            "versions": {"openai": openai.__version__},
+        }
+
+    # ---- errors
+    def _fatal(self, e: Exception) -> UsageError | None:
+        o = self._openai
+        where = f"openai:{self.spec.name}@{self.spec.base_url}"
+        if isinstance(e, o.AuthenticationError):
+            return UsageError(f"{where}: 401 unauthorized (set {self.spec.api_key_env})")
+        if isinstance(e, o.NotFoundError):
+            return UsageError(f"{where}: 404 not found (model or URL)")
+        if isinstance(e, o.PermissionDeniedError):
+            return UsageError(f"{where}: 403 forbidden")
+        if isinstance(e, o.BadRequestError):
+            return UsageError(f"{where}: 400 bad request ({getattr(e, 'message', e)})")
+        return None
+
+    def call(self, fn, *args, **kwargs):
+        """Retries with exponential backoff and jitter on 429, 5xx, timeouts and dropped
+        connections; one-line errors for 401/403/404 and for an endpoint that stays unreachable."""
+        o = self._openai
+        for attempt in range(RETRIES + 1):
+            try:
+                self.requests_sent += 1
+                return fn(*args, **kwargs)
+            except Exception as e:
+                fatal = self._fatal(e)
+                if fatal:
+                    raise fatal from None
+                retryable = isinstance(e, o.RateLimitError | o.APITimeoutError | o.APIConnectionError) or (
+                    isinstance(e, o.APIStatusError) and e.status_code >= 500
+                )
+                if not retryable:
+                    raise
+                if attempt == RETRIES:
+                    if isinstance(e, o.APIConnectionError | o.APITimeoutError):
+                        raise UsageError(f"{self.spec.base_url}: unreachable ({type(e).__name__})") from None
+                    raise
+                time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    def _messages(self, req: GenRequest, settings: GenerationSettings) -> list[dict[str, str]]:
+        if req.messages:
+            messages = list(req.messages)
+        else:
+            messages = [{"role": "user", "content": req.text or ""}]
+        if settings.system and not any(m["role"] == "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": settings.system})
+        return messages
+
+    def _params(self, settings: GenerationSettings) -> dict[str, Any]:
+        p: dict[str, Any] = {"max_tokens": settings.max_new_tokens, "seed": settings.seed}
+        if settings.do_sample is False:
+            p["temperature"] = 0.0
+        elif settings.temperature is not None:
+            p["temperature"] = settings.temperature
+        if settings.top_p is not None:
+            p["top_p"] = settings.top_p
+        if settings.stop:
+            p["stop"] = list(settings.stop)[:4]
+        return p
+
+    def complete(self, req: GenRequest, settings: GenerationSettings, **extra) -> tuple[GenResult, Any]:
+        """One request; returns the result and the raw response (for logprobs)."""
+        params = {**self._params(settings), **extra}
+        t0 = time.perf_counter()
+        if self.spec.mode == "completions" or settings.raw:
+            prompt = req.text if req.text is not None else "\n\n".join(m["content"] for m in req.messages)
+            r = self.call(self.client.completions.create, model=self.spec.name, prompt=prompt, **params)
+            text, finish = r.choices[0].text, r.choices[0].finish_reason
+        else:
+            messages = self._messages(req, settings)
+            prompt = repr(messages)
+            r = self.call(self.client.chat.completions.create, model=self.spec.name, messages=messages, **params)
+            text, finish = r.choices[0].message.content or "", r.choices[0].finish_reason
+        usage = getattr(r, "usage", None)
+        return (
+            GenResult(
+                key=req.key,
+                output=text,
+                prompt=prompt,
+                prompt_tokens=getattr(usage, "prompt_tokens", None),
+                output_tokens=getattr(usage, "completion_tokens", None),
+                latency_s=time.perf_counter() - t0,
+                finish_reason=finish or "unknown",
+                settings={**params, "endpoint": self.spec.base_url},
+            ),
+            r,
+        )
+
+    def generate(self, requests: Sequence[GenRequest], settings: GenerationSettings) -> Iterator[GenResult]:
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+            futures = [pool.submit(self.complete, r, settings) for r in requests]
+            try:
+                for f in as_completed(futures):
+                    yield f.result()[0]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
+    def stream(self, messages: Sequence[dict[str, str]], settings: GenerationSettings) -> Iterator[str]:
+        req = GenRequest("chat", tuple(messages))
+        s = self.call(
+            self.client.chat.completions.create,
+            model=self.spec.name,
+            messages=self._messages(req, settings),
+            stream=True,
+            **self._params(settings),
+        )
+        for chunk in s:
+            if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
+                yield chunk.choices[0].delta.content
+
+
+@register_model("openai")
+def _load_openai(spec: ModelSpec) -> OpenAIModel:
+    if not spec.base_url:
+        raise UsageError(f"openai:{spec.name}: missing @BASE_URL")
+    return OpenAIModel(spec)

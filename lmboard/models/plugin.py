@@ -1,0 +1,45 @@
+"""Registered inference functions as models: ``plugin:NAME``.
+
+A function registered with ``@register_llm_infer("name")`` takes ``texts: list[str]``
+(the prompts, rendered by nobody: the function owns its model's template) and keyword
+generation settings, and returns one answer per text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from lmboard.config import GenerationSettings, ModelSpec
+from lmboard.errors import UsageError
+from lmboard.models.base import GenRequest, GenResult
+from lmboard.models.registry import infer_function, register_model
+
+
+class PluginModel:
+    def __init__(self, spec: ModelSpec, batch_size: int = 16):
+        self.spec = spec
+        self.fn = infer_function(spec.name)
+        self.batch_size = batch_size
+
+    def info(self) -> dict[str, Any]:
+        return {"model_spec": self.spec.to_dict(), "function": f"{self.fn.__module__}.{self.fn.__qualname__}"}
+
+    def generate(self, requests: Sequence[GenRequest], settings: GenerationSettings) -> Iterator[GenResult]:
+        kwargs = {k: v for k, v in settings.to_dict().items() if v is not None and k not in ("raw", "ignore_eos")}
+        for i in range(0, len(requests), self.batch_size):
+            chunk = requests[i : i + self.batch_size]
+            texts = [r.text if r.text is not None else r.messages[-1]["content"] for r in chunk]
+            t0 = time.perf_counter()
+            outs = self.fn(texts, **kwargs)
+            latency = time.perf_counter() - t0
+            if not isinstance(outs, list) or len(outs) != len(texts):
+                raise UsageError(f"plugin:{self.spec.name}: must return a list of {len(texts)} strings")
+            for r, text, out in zip(chunk, texts, outs, strict=True):
+                yield GenResult(r.key, str(out), text, None, None, latency, "unknown", kwargs)
+
+
+@register_model("plugin")
+def _load_plugin(spec: ModelSpec) -> PluginModel:
+    return PluginModel(spec)

@@ -1,0 +1,133 @@
+"""Open-ended generation for many models over one prompt set, in alpaca_eval's format.
+
+Prompt files: plain text (one question a line), JSONL (``instruction`` with optional
+``input`` and ``system``, or ``messages``), or an alpaca_eval JSON list. Answers go to the
+store as they complete (an interrupted run resumes); the files are written at the end:
+``output.json`` (alpaca_eval: instruction, input, output, generator, dataset, datasplit)
+and ``generations.jsonl`` (provenance per answer).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmboard.config import GenerationSettings, stable_hash
+from lmboard.errors import UsageError
+from lmboard.models.base import GenRequest
+from lmboard.store import Store
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    instruction: str
+    input: str = ""
+    system: str | None = None
+    messages: tuple[dict[str, str], ...] = ()
+    dataset: str = "lmboard"
+
+    @property
+    def key(self) -> str:
+        return stable_hash([self.instruction, self.input, self.system, list(self.messages)])
+
+    def request(self) -> GenRequest:
+        if self.messages:
+            return GenRequest(self.key, self.messages)
+        user = self.instruction + (f"\n\n{self.input}" if self.input else "")
+        msgs = ([{"role": "system", "content": self.system}] if self.system else []) + [
+            {"role": "user", "content": user}
+        ]
+        return GenRequest(self.key, tuple(msgs), text=user)
+
+
+def _item(path: Path, where: str, obj: object, dataset: str) -> PromptItem:
+    if not isinstance(obj, dict):
+        raise UsageError(f"{path}:{where}: expected a JSON object")
+    if "messages" in obj:
+        msgs = obj["messages"]
+        if not isinstance(msgs, list) or not all(isinstance(m, dict) and "role" in m and "content" in m for m in msgs):
+            raise UsageError(f"{path}:{where}: messages must be a list of {{role, content}}")
+        last_user = next((m["content"] for m in reversed(msgs) if m["role"] == "user"), "")
+        return PromptItem(last_user, messages=tuple({"role": m["role"], "content": m["content"]} for m in msgs),
+                          dataset=obj.get("dataset", dataset))
+    if not isinstance(obj.get("instruction"), str) or not obj["instruction"].strip():
+        raise UsageError(f"{path}:{where}: missing field 'instruction'")
+    return PromptItem(obj["instruction"], obj.get("input") or "", obj.get("system"), dataset=obj.get("dataset", dataset))
+
+
+def load_prompts(path: Path) -> list[PromptItem]:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--prompts: {path}: no such file")
+    dataset = path.stem
+    text = path.read_text(encoding="utf-8")
+    items: list[PromptItem] = []
+    if path.suffix == ".jsonl":
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UsageError(f"{path}:{n}: invalid JSON ({e.msg})") from e
+                items.append(_item(path, str(n), obj, dataset))
+    elif path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
+        if not isinstance(data, list):
+            raise UsageError(f"{path}: expected a JSON list (alpaca_eval format)")
+        items = [_item(path, f"entry {i}", obj, dataset) for i, obj in enumerate(data)]
+    else:
+        items = [PromptItem(line.strip(), dataset=dataset) for line in text.splitlines() if line.strip()]
+    if not items:
+        raise UsageError(f"--prompts: {path}: no prompts in the file")
+    return items
+
+
+def run_generation(
+    lm,
+    prompts: list[PromptItem],
+    settings: GenerationSettings,
+    store: Store,
+    prompts_id: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[str, dict[str, dict]]:
+    """Generate what the store does not hold yet; returns (run id, key -> record)."""
+    key = {"model": lm.spec.canonical(), "prompts": prompts_id, "settings": settings.to_dict()}
+    run_id = f"gen-{stable_hash(key, 12)}"
+    store.open_run(run_id, "generate", lm.spec.display_name, key, lm.info())
+    done = store.sample_keys(run_id)
+    unique = {p.key: p for p in prompts}
+    todo = [p.request() for k, p in unique.items() if k not in done]
+    n = len(unique) - len(todo)
+    if progress:
+        progress(n, len(unique))
+    for r in lm.generate(todo, settings):
+        store.add_samples(run_id, [(r.key, {
+            "output": r.output, "prompt": r.prompt, "prompt_tokens": r.prompt_tokens,
+            "output_tokens": r.output_tokens, "latency_s": r.latency_s, "finish_reason": r.finish_reason,
+            "settings": r.settings,
+        })])
+        n += 1
+        if progress:
+            progress(n, len(unique))
+    records = dict(store.samples(run_id))
+    store.finish_run(run_id, {"n": len(records)})
+    return run_id, records
+
+
+def write_outputs(out: Path, prompts: list[PromptItem], per_model: dict[str, tuple[str, dict]]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    entries, lines = [], []
+    for generator, (run_id, records) in per_model.items():
+        for p in prompts:
+            r = records[p.key]
+            entries.append({"instruction": p.instruction, "input": p.input, "output": r["output"],
+                            "generator": generator, "dataset": p.dataset, "datasplit": "eval"})
+            lines.append(json.dumps({"generator": generator, "run_id": run_id, "instruction": p.instruction,
+                                     **r}, ensure_ascii=False))
+    (out / "output.json").write_text(json.dumps(entries, indent=2, ensure_ascii=False), encoding="utf-8")
+    (out / "generations.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
