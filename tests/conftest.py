@@ -97,3 +97,13 @@ def tiny_sp(sp_model_dir):
     from lmboard.models.registry import load_model
 
     return load_model(parse_model_spec(f"hf:{sp_model_dir},dtype=float32"))
+
+
+@pytest.fixture(scope="session")
+def serve(smollm2_fp32, tmp_path_factory):
+    """A real OpenAI-compatible server (transformers serve) on loopback, for the session."""
+    from servers import Server, smollm2_folder
+
+    server = Server(smollm2_folder(smollm2_fp32), tmp_path_factory.mktemp("serve") / "serve.log")
+    yield server
+    server.stop()

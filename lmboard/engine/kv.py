@@ -28,6 +28,23 @@ def _expanded_cache(lm, kv, batch: int):
     return cache
 
 
+def slice_kv(kv, n: int):
+    """The cache of the first n positions: under causal attention it is exactly the
+    cache those n tokens would have on their own."""
+    return [(k[:, :, :n], v[:, :, :n]) for k, v in kv]
+
+
+def extend_kv(lm, kv, n_prefix: int, ids: Sequence[int]):
+    """The cache of prefix + ids, computing only ids on top of the prefix's cache."""
+    import torch
+
+    cache = _expanded_cache(lm, kv, 1)
+    x = torch.tensor([list(ids)], device=lm.device)
+    pos = torch.arange(n_prefix, n_prefix + len(ids), device=lm.device).unsqueeze(0)
+    lm.model.get_decoder()(input_ids=x, position_ids=pos, past_key_values=cache, use_cache=True)
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
 def hidden_on_prefix(lm, kv, n_prefix: int, suffixes: Sequence[Sequence[int]]):
     """Final hidden states (B, L, H) of right-padded ``suffixes`` run after the prefix.
 
@@ -60,6 +77,23 @@ def head_logits(lm, h):
     return logits.float()
 
 
+def target_logits(lm, h, targets):
+    """Logits of the ``targets`` columns only, computed in float32 whatever the model's
+    dtype: a bfloat16 logit keeps 8 bits of mantissa (steps of 0.06 near 10), enough to
+    flip close answers; the few target rows of the head cost nothing in float32."""
+    import torch
+
+    head = lm.model.get_output_embeddings()
+    w = head.weight[targets].float()
+    logits = h.float() @ w.T
+    if getattr(head, "bias", None) is not None:
+        logits = logits + head.bias[targets].float()
+    cap = getattr(lm.model.config.get_text_config(), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
 def forward_on_prefix(lm, kv, n_prefix: int, suffixes: Sequence[Sequence[int]], targets):
     """Logits of the ``targets`` columns at each suffix's last real token: (B, T) float32."""
     import torch
@@ -67,4 +101,4 @@ def forward_on_prefix(lm, kv, n_prefix: int, suffixes: Sequence[Sequence[int]], 
     h = hidden_on_prefix(lm, kv, n_prefix, suffixes)
     last = torch.tensor([len(s) - 1 for s in suffixes], device=h.device)
     h_last = h[torch.arange(len(suffixes), device=h.device), last]
-    return head_logits(lm, h_last)[:, targets]
+    return target_logits(lm, h_last, targets)

@@ -21,7 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from lmboard.engine.batching import auto_budget, pack, run_with_backoff
-from lmboard.engine.kv import forward_on_prefix, prefix_kv
+from lmboard.engine.kv import extend_kv, forward_on_prefix, prefix_kv, slice_kv
+
+KEEP_CACHES = 8  # prefix caches kept for reuse by later prefixes (a trie, flattened)
+MIN_SHARED = 16  # tokens in common worth reusing
 
 
 @dataclass
@@ -36,7 +39,7 @@ class EngineStats:
     items: int = 0
     batches: int = 0
     prefix_groups: int = 0
-    prefix_tokens_reused: int = 0  # tokens not recomputed thanks to the shared prefix
+    prefix_tokens_reused: int = 0  # tokens not run compared with running every full prompt
     tokens_run: int = 0  # tokens actually run through the model (incl. prefixes once)
     padded_tokens: int = 0
     boundary_trimmed: int = 0  # items whose shared part was cut by a boundary merge
@@ -93,6 +96,24 @@ def plan_groups(lm, items: Sequence[ScoreItem], reuse: bool, stats: EngineStats)
     return groups
 
 
+def plan_reuse(groups: list[_Group]) -> tuple[list[int | None], list[int]]:
+    """For each group, the earlier group whose prefix cache it grows from, and how many
+    tokens it takes from it (None, 0: computed from scratch)."""
+    base: list[int | None] = []
+    reuse: list[int] = []
+    for j, g in enumerate(groups):
+        best, m = None, 0
+        for i in range(max(0, j - KEEP_CACHES), j):
+            n = common_prefix_len(groups[i].shared, g.shared)
+            if n > m:
+                best, m = i, n
+        if best is None or m < MIN_SHARED or not g.shared:
+            best, m = None, 0
+        base.append(best)
+        reuse.append(m)
+    return base, reuse
+
+
 def score_last(
     lm,
     items: Sequence[ScoreItem],
@@ -134,18 +155,45 @@ def score_last(
         stats.batch_tokens = budget
         stats.oom_backoffs += 1
 
+    # Largest groups first: the main prefix of a subject is computed before its variants.
+    groups = sorted(groups, key=lambda g: -len(g.members))
+    batches_of = [pack([len(s) for _, s in g.members], budget) for g in groups]
+    has_todo = [any(not all(skip(g.members[i][0].key) for i in b) for b in bs) for g, bs in zip(groups, batches_of, strict=True)]
+    base, reuse = plan_reuse(groups)
+    need = list(has_todo)
+    for j in reversed(range(len(groups))):  # a cache others grow from is needed too
+        if need[j] and base[j] is not None:
+            need[base[j]] = True
+    last_use = {b: j for j, b in enumerate(base) if b is not None and need[j]}
+    kvs: dict[int, list] = {}
+
+    def kv_for(j: int):
+        """Group j's prefix cache, grown from the earlier cache it shares the most tokens
+        with (with first_n shots from the test split, question i's shots skip row i, so
+        its prefix shares the header and the rows before i with the subject's main one).
+        The plan depends only on the items, so a resumed run computes the same numbers."""
+        shared, b, m = groups[j].shared, base[j], reuse[j]
+        if b is None:
+            kv = prefix_kv(lm, shared)
+        elif m == len(shared):
+            kv = slice_kv(kvs[b], m)
+        else:
+            kv = extend_kv(lm, slice_kv(kvs[b], m), m, shared[m:])
+        stats.tokens_run += len(shared) - m
+        stats.prefix_tokens_reused -= len(shared) - m  # its members add len(shared) each
+        return kv
+
     with torch.inference_mode():
-        for g in groups:
-            lens = [len(s) for _, s in g.members]
-            batches = pack(lens, budget, extra=0)
-            todo = [b for b in batches if not all(skip(g.members[i][0].key) for i in b)]
-            if not todo:
+        for j, g in enumerate(groups):
+            if not need[j]:
                 if progress:
                     progress(len(g.members))
                 continue
-            kv = prefix_kv(lm, g.shared) if g.shared else None
-            if g.shared:
-                stats.tokens_run += len(g.shared)
+            kv = kvs[j] = kv_for(j) if g.shared else None
+            for k in [k for k in kvs if k != j and last_use.get(k, -1) <= j]:
+                del kvs[k]  # no later group grows from it
+            batches = batches_of[j]
+            todo = [b for b in batches if not all(skip(g.members[i][0].key) for i in b)]
             for b in batches:
                 if b not in todo:
                     if progress:
@@ -169,7 +217,5 @@ def score_last(
                         progress(len(idx))
 
                 run_with_backoff(b, run, on_oom=halve)
-    if stats.prefix_groups:
-        stats.prefix_tokens_reused -= sum(len(g.shared) for g in groups if g.shared)
     return stats
 

@@ -66,8 +66,8 @@ class LengthControlled:
 def length_controlled(
     rows: dict[str, list[tuple[int, float, float]]],
     n_instructions: int,
-    lam_difficulty: float = 0.5,
-    lam_length: float = 0.1,
+    lam_difficulty: float = 0.3,
+    lam_length: float = 1.0,
 ) -> LengthControlled:
     """Length-controlled win rates from a joint fit over all generators on the board.
 

@@ -1,0 +1,97 @@
+"""Judging generator outputs against a reference and building the board as it goes."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from lmboard.errors import UsageError
+from lmboard.judge.board import GeneratorResult, build_board, match, read_outputs, read_reference, write_board_csv
+from lmboard.judge.judges import Comparison, Judge, JudgeSettings
+from lmboard.store import Store
+
+
+def judge_outputs(
+    files: list[Path],
+    reference: Path | None,
+    settings: JudgeSettings,
+    store: Store,
+    leaderboard: Path,
+    n_boot: int,
+    load: Callable,
+    progress: Callable,
+) -> tuple[list[dict], dict]:
+    outputs = read_outputs(files)
+    ref_name, ref = read_reference(reference) if reference else ("none", {})
+    missing: dict[str, dict[str, list[str]]] = {}
+    plan = []
+    for gen, outs in outputs.items():
+        if settings.mode == "pairwise":
+            both, only_out, only_ref = match(outs, ref)
+            if not both:
+                raise UsageError(f"{gen}: no instruction in common with the reference {reference}")
+            if only_out or only_ref:
+                missing[gen] = {"not_in_reference": only_out, "not_in_outputs": only_ref}
+        else:
+            both = list(outs)
+        plan.append((gen, [Comparison(gen, i, outs[i], ref.get(i)) for i in both]))
+    missing_file = leaderboard.with_suffix(".missing.json")
+    if missing:
+        missing_file.parent.mkdir(parents=True, exist_ok=True)
+        missing_file.write_text(json.dumps(missing, indent=2, ensure_ascii=False), encoding="utf-8")
+    judge = Judge(load(settings.spec), settings, store)
+    results: list[GeneratorResult] = []
+    single_rows: list[dict] = []
+    for gen, comps in plan:
+        with progress(f"judge {gen}") as update:
+            recs = judge.run(comps, update)
+        if settings.mode == "single":
+            single_rows.append(_single_row(gen, recs, n_boot, settings.seed, settings.spec.display_name))
+            _write_single(single_rows, leaderboard)
+            continue
+        cons = [r["consistent"] for r in recs if "consistent" in r]
+        results.append(GeneratorResult(
+            gen, [c.instruction for c in comps], [c.output for c in comps], [c.reference or "" for c in comps],
+            [r["preference"] for r in recs], judge=settings.spec.display_name,
+            consistency=(sum(cons) / len(cons)) if cons else None,
+        ))
+        board = build_board(results, settings.seed, n_boot)
+        write_board_csv(board, leaderboard)  # rows updated generator by generator
+    info = {
+        "judge": settings.spec.display_name,
+        "reference": ref_name,
+        "judge_requests": judge.calls,
+        "missing": {g: {k: len(v) for k, v in m.items()} for g, m in missing.items()},
+        "missing_file": str(missing_file),
+    }
+    if settings.mode == "single":
+        return single_rows, info
+    return build_board(results, settings.seed, n_boot), info
+
+
+def _single_row(gen: str, recs: list[dict], n_boot: int, seed: int, judge: str) -> dict:
+    scores = np.array([r["score"] for r in recs if r["score"] is not None], dtype=float)
+    if len(scores):
+        rng = np.random.default_rng(seed)
+        means = scores[rng.integers(0, len(scores), size=(n_boot, len(scores)))].mean(axis=1)
+        lo, hi = np.quantile(means, [0.025, 0.975])
+        mean = float(scores.mean())
+    else:
+        lo = hi = mean = math.nan
+    return {"name": gen, "mean": mean, "ci_low": float(lo), "ci_high": float(hi), "n": int(len(scores)),
+            "n_invalid": sum(1 for r in recs if r["score"] is None), "judge": judge}
+
+
+def _write_single(rows: list[dict], path: Path) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["", "mean_score", "ci_low", "ci_high", "n_total", "n_invalid", "judge"])
+        for r in sorted(rows, key=lambda r: -r["mean"] if not math.isnan(r["mean"]) else 0):
+            w.writerow([r["name"], r["mean"], r["ci_low"], r["ci_high"], r["n"], r["n_invalid"], r["judge"]])

@@ -1,0 +1,55 @@
+"""A real `transformers serve` on 127.0.0.1 serving SmolLM2 (saved as a folder)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def smollm2_folder(lm) -> Path:
+    """The GGUF unpacked once as a LlamaForCausalLM folder (transformers serve cannot read the GGUF)."""
+    if lm.gguf_cache:
+        return Path(lm.gguf_cache)
+    raise RuntimeError("expected the GGUF unpack cache to hold a folder")
+
+
+class Server:
+    def __init__(self, folder: Path, log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.model = str(folder)
+        exe = Path(sys.executable).parent / "transformers"
+        self.proc = subprocess.Popen(
+            [str(exe), "serve", str(folder), "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu",
+             "--dtype", "float32", "--log-level", "warning"],
+            stdout=open(log, "w"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"transformers serve exited: {log.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2)
+                return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError("transformers serve did not start in 180 s")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
