@@ -151,6 +151,9 @@ def eval_cmd(
     from lmboard.tasks.exam import get_task
     from lmboard.tasks.exam_run import load_questions, run_exam
 
+    if spec.backend != "hf":
+        raise UsageError(f"--task {task} scores next-token logits: use a local model (hf:... or an alias), "
+                         f"not {spec.backend}:")
     exam = get_task(task)
     data = data or builtin_data(task)
     settings = ExamSettings(task, data, split_list(subjects), limit, shots, letter_token, chat, engine)

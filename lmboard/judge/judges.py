@@ -135,7 +135,9 @@ class Judge:
         req = GenRequest("judge", tuple(self._messages(c, first_is_model, lang)))
         raw = ""
         for attempt in range(2):
-            s = replace(settings, seed=self.settings.seed + attempt)
+            # the retry samples (a greedy retry would repeat the same unparsable answer)
+            s = settings if attempt == 0 else replace(settings, do_sample=True, temperature=0.7,
+                                                      seed=self.settings.seed + 1)
             self.calls += 1
             if hasattr(self.lm, "complete"):
                 extra = {} if single else {"logprobs": True, "top_logprobs": 5}
