@@ -183,8 +183,28 @@ def _register_commands() -> None:
                 raise
 
 
+# Options that take several values (`--models a b c`): typer wants the option repeated.
+MULTI = ("--models", "-m", "--outputs", "--annotations", "--plugins")
+
+
+def expand_multi(argv: list[str]) -> list[str]:
+    """`--outputs a.json b.json` -> `--outputs a.json --outputs b.json`."""
+    out: list[str] = []
+    current: str | None = None
+    for a in argv:
+        if a.startswith("-"):
+            current = a if a in MULTI else None
+            out.append(a)
+        elif current is not None and out[-1] != current:
+            out += [current, a]
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     _register_commands()
+    argv = expand_multi(list(sys.argv[1:] if argv is None else argv))
     try:
         rv = app(args=argv, standalone_mode=False)
         return rv if isinstance(rv, int) else 0
@@ -205,5 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # prefer `python -m lmboard`: commands register on lmboard.cli's app
+    from lmboard.cli import main as _main
+
+    sys.exit(_main())

@@ -114,7 +114,7 @@ def speed_cmd(
         settings = LoadSettings(num_requests, int_list(concurrency, "--concurrency"), request_rate, prompt_tokens,
                                 new_tokens)
         lm = load_lm(spec, quiet)
-        lm.call(lm.client.models.list)  # an unreachable endpoint is one line, not a table of errors
+        lm.check_reachable()  # an unreachable endpoint is one line, not a table of errors
         with progress_bar(f"speed {spec.display_name}", quiet) as update:
             rows = measure_endpoint(lm, settings, update)
         x_key, kind = ("request_rate" if request_rate else "concurrency"), "endpoint"

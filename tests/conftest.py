@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def lmboard(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real command line in a subprocess."""
     return subprocess.run(
-        [sys.executable, "-m", "lmboard.cli", *args],
+        [sys.executable, "-m", "lmboard", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -74,33 +74,33 @@ def _files(out: Path) -> dict:
 
 def test_killed_run_resumes_and_writes_the_same_files(tmp_path):
     args = ["eval", "smollm2", "--data", str(MMLU), "--subjects", "abstract_algebra,anatomy,astronomy",
-            "--limit", "30", "--shots", "2", "--batch-tokens", "600", "--quiet"]
+            "--limit", "60", "--shots", "3", "--batch-tokens", "300", "--quiet"]
     ref = lmboard(*args, "--out", str(tmp_path / "ref"), "--db", str(tmp_path / "ref.db"))
     assert ref.returncode == 0, ref.stderr
     db = tmp_path / "killed.db"
-    proc = subprocess.Popen([sys.executable, "-m", "lmboard.cli", *args, "--out", str(tmp_path / "res"),
+    proc = subprocess.Popen([sys.executable, "-m", "lmboard", *args, "--out", str(tmp_path / "res"),
                              "--db", str(db)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done = 0
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.05)
         if db.exists():
             try:
                 done = sqlite3.connect(db).execute("select count(*) from samples").fetchone()[0]
             except sqlite3.OperationalError:
                 continue
-            if done >= 10:
+            if done >= 5:
                 break
     assert proc.poll() is None, "the run finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     kept = sqlite3.connect(db).execute("select count(*) from samples").fetchone()[0]
-    assert 10 <= kept < 90
-    assert not (tmp_path / "res").exists()
+    assert 5 <= kept < 180
+    assert not list((tmp_path / "res").glob("*.json"))  # files are written at the end, from the store
     again = lmboard(*args, "--out", str(tmp_path / "res"), "--db", str(db))
     assert again.returncode == 0, again.stderr
     run = json.loads(next((tmp_path / "res").glob("accuracies_*.json")).read_text())
-    assert run["provenance"]["engine"]["items"] == 90
+    assert run["provenance"]["engine"]["items"] == 180
     assert run["provenance"]["engine"]["tokens_run"] < json.loads(
         next((tmp_path / "ref").glob("accuracies_*.json")).read_text())["provenance"]["engine"]["tokens_run"]
     assert _files(tmp_path / "res") == _files(tmp_path / "ref")

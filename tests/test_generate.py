@@ -119,7 +119,7 @@ def test_generate_smollm2_resumes_after_a_kill(tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"instruction": t}) + "\n" for t in alpaca_instructions(40)))
     db = tmp_path / "db"
-    args = [sys.executable, "-m", "lmboard.cli", "generate", "--models", "smollm2,dtype=float32", "--prompts",
+    args = [sys.executable, "-m", "lmboard", "generate", "--models", "smollm2,dtype=float32", "--prompts",
             str(prompts), "--out", str(tmp_path / "out"), "--max-new-tokens", "48", "--greedy", "--batch-size", "4",
             "--db", str(db), "--quiet"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -181,7 +181,7 @@ def test_openai_backend_against_a_real_server(serve, tmp_path):
 
 def test_chat_through_stdin(tmp_path):
     script = "Hello\n/system Answer in one word.\nWhat color is the sky?\n/reset\n/exit\n"
-    r = subprocess.run([sys.executable, "-m", "lmboard.cli", "chat", "smollm2", "--max-new-tokens", "12", "--greedy"],
+    r = subprocess.run([sys.executable, "-m", "lmboard", "chat", "smollm2", "--max-new-tokens", "12", "--greedy"],
                        input=script, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert "(system prompt set; history cleared)" in r.stdout and "(history cleared)" in r.stdout

@@ -24,7 +24,8 @@ PAIRWISE = {
             "## Instruction\n\n{instruction_json}\n\n"
             "## Answers\n\n{answers_json}\n\n"
             "## Task\n\nDecide which model answered better: judge helpfulness, accuracy and relevance, not length "
-            "or style alone. Reply with the identifier of the better model, `m` or `M`, and nothing else."
+            "or style alone. Reply with the identifier of the better model, `m` or `M`, and nothing else.\n\n"
+            "Answer with exactly one character: m or M."
         ),
     },
     "zh": {
@@ -34,7 +35,7 @@ PAIRWISE = {
             "## 指令\n\n{instruction_json}\n\n"
             "## 回答\n\n{answers_json}\n\n"
             "## 任务\n\n判断哪个模型回答得更好：看是否有帮助、准确、切题，而不是只看长度或文风。"
-            "只回复更好的模型的标识符 `m` 或 `M`，不要输出其他内容。"
+            "只回复更好的模型的标识符 `m` 或 `M`，不要输出其他内容。\n\n只回答一个字符：m 或 M。"
         ),
     },
 }
@@ -104,7 +105,11 @@ def parse_label(text: str) -> str | None:
     if t in LABELS:
         return t
     m = re.match(r"^[`'\"]?(m|M)\b", text.strip())
-    return m.group(1) if m else None
+    if m:
+        return m.group(1)
+    # a sentence naming exactly one of the two ("Model M is better")
+    found = set(re.findall(r"(?<![\w'])[`'\"]?(m|M)[`'\"]?(?![\w'])", text))
+    return found.pop() if len(found) == 1 else None
 
 
 def parse_grade(text: str) -> float | None:

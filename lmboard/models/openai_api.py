@@ -84,6 +84,19 @@ class OpenAIModel:
                 time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
+    def check_reachable(self) -> None:
+        """One cheap request: any HTTP answer means the server is there."""
+        o = self._openai
+        for attempt in range(3):
+            try:
+                self.client.models.list()
+                return
+            except o.APIStatusError:
+                return
+            except (o.APIConnectionError, o.APITimeoutError):
+                time.sleep(0.5 * 2**attempt)
+        raise UsageError(f"{self.spec.base_url}: unreachable")
+
     def _messages(self, req: GenRequest, settings: GenerationSettings) -> list[dict[str, str]]:
         if req.messages:
             messages = list(req.messages)
