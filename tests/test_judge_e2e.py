@@ -8,8 +8,8 @@ import re
 import pytest
 
 from conftest import DATA, lmboard
-from lmboard.judge.prompts import is_mostly_cjk, parse_grade, parse_label
 from lmboard.judge.judges import model_first
+from lmboard.judge.prompts import is_mostly_cjk, parse_grade, parse_label
 
 REF = DATA / "alpaca_eval" / "reference_gpt4_1106_preview.json"
 

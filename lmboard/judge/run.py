@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from lmboard.errors import UsageError
-from lmboard.judge.board import GeneratorResult, build_board, match, read_outputs, read_reference, write_board_csv
+from lmboard.judge.board import (
+    GeneratorResult,
+    build_board,
+    match,
+    read_outputs,
+    read_reference,
+    write_board_csv,
+)
 from lmboard.judge.judges import Comparison, Judge, JudgeSettings
 from lmboard.store import Store
 

@@ -84,7 +84,7 @@ def measure_endpoint(lm, settings: LoadSettings, progress=None) -> list[dict]:
         texts = [_prompt_text(settings, i) for i in range(settings.num_requests)]
         results: list[dict] = []
 
-        def run(text: str) -> None:
+        def run(text: str, results: list[dict] = results) -> None:
             nonlocal done
             r = one_request(lm, text, settings.new_tokens)
             with lock:
