@@ -14,13 +14,14 @@ import json
 from pathlib import Path
 
 from lmboard.errors import UsageError
-from lmboard.tasks.exam import LETTERS, MCExam, MCQuestion, check_answer, read_csv_rows, register_task
+from lmboard.tasks.exam import MCExam, MCQuestion, check_answer, read_csv_rows, register_task
 
 
 @register_task("ceval")
 class CEval(MCExam):
     name = "ceval"
     eval_split = "val"
+    answer_cue = "\n答案："
     answer_sep = ""  # "答案：A"
     drop_rule = "last"
 
@@ -54,14 +55,6 @@ class CEval(MCExam):
         name = self.mapping.get(subject, [subject, subject])[1]
         return f"以下是中国关于{name}考试的单项选择题，请选出其中的正确答案。\n\n"
 
-    def example(self, q: MCQuestion, with_answer: bool) -> str:
-        text = q.question
-        for letter, choice in zip(LETTERS, q.choices, strict=True):
-            text += f"\n{letter}. {choice}"
-        text += "\n答案："
-        if with_answer:
-            text += f"{q.answer}\n\n"
-        return text
 
     def categories(self, data: Path) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         # C-Eval groups subjects directly into categories; the subject's English name

@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 
 from lmboard.errors import UsageError
-from lmboard.tasks.exam import LETTERS, MCExam, MCQuestion, check_answer, read_csv_rows, register_task
+from lmboard.tasks.exam import MCExam, MCQuestion, check_answer, read_csv_rows, register_task
 
 
 @cache
@@ -28,6 +28,8 @@ def _categories(path: Path) -> dict:
 @register_task("cmmlu")
 class CMMLU(MCExam):
     name = "cmmlu"
+    question_prefix = "题目："
+    answer_cue = "\n答案是："
     answer_sep = ""  # "答案是：A": no space before the letter
     drop_rule = "longest"  # when too long, CMMLU drops the longest example first
 
@@ -52,14 +54,6 @@ class CMMLU(MCExam):
         name = self.zh.get(subject, subject)
         return f"以下是关于{name}的单项选择题，请直接给出正确答案的选项。\n\n"
 
-    def example(self, q: MCQuestion, with_answer: bool) -> str:
-        text = "题目：" + q.question
-        for letter, choice in zip(LETTERS, q.choices, strict=True):
-            text += f"\n{letter}. {choice}"
-        text += "\n答案是："
-        if with_answer:
-            text += f"{q.answer}\n\n"
-        return text
 
     def categories(self, data: Path) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         d = _categories(Path(data) / "categories.json")

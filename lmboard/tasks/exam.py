@@ -65,6 +65,8 @@ class MCExam:
     name = "exam"
     eval_split = "test"  # the split that is scored
     letters = LETTERS
+    question_prefix = ""  # before each question ("题目：" in CMMLU)
+    answer_cue = "\nAnswer:"  # after the choices
     answer_sep = " "  # between the answer cue and the letter in few-shot examples
     drop_rule = "last"  # when too long: "last" shot first (MMLU) or "longest" first (CMMLU)
 
@@ -81,7 +83,14 @@ class MCExam:
         raise NotImplementedError
 
     def example(self, q: MCQuestion, with_answer: bool) -> str:
-        raise NotImplementedError
+        """question, the lettered choices one a line, the cue, and in a shot the answer."""
+        text = self.question_prefix + q.question
+        for letter, choice in zip(self.letters, q.choices, strict=True):
+            text += f"\n{letter}. {choice}"
+        text += self.answer_cue
+        if with_answer:
+            text += f"{self.answer_sep}{q.answer}\n\n"
+        return text
 
     # ---- categories (subclasses): subject -> [subcategory], category -> [subcategory]
     def categories(self, data: Path) -> tuple[dict[str, list[str]], dict[str, list[str]]]:

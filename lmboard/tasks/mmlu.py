@@ -11,7 +11,6 @@ from importlib import resources
 from pathlib import Path
 
 from lmboard.tasks.exam import (
-    LETTERS,
     MCExam,
     MCQuestion,
     check_answer,
@@ -36,6 +35,7 @@ def format_subject(subject: str) -> str:
 @register_task("mmlu")
 class MMLU(MCExam):
     name = "mmlu"
+    answer_cue = "\nAnswer:"
     answer_sep = " "  # "Answer: A": the letter follows a space
     drop_rule = "last"  # the original loop drops shots from the end (k -= 1)
 
@@ -66,14 +66,6 @@ class MMLU(MCExam):
     def header(self, subject: str) -> str:
         return f"The following are multiple choice questions (with answers) about {format_subject(subject)}.\n\n"
 
-    def example(self, q: MCQuestion, with_answer: bool) -> str:
-        text = q.question
-        for letter, choice in zip(LETTERS, q.choices, strict=True):
-            text += f"\n{letter}. {choice}"
-        text += "\nAnswer:"
-        if with_answer:
-            text += f" {q.answer}\n\n"
-        return text
 
     def categories(self, data: Path) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         # The hendrycks mapping; a categories.json next to the data overrides it.

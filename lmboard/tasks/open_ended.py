@@ -18,6 +18,7 @@ from lmboard.config import GenerationSettings, stable_hash
 from lmboard.errors import UsageError
 from lmboard.models.base import GenRequest
 from lmboard.store import Store
+from lmboard.tasks.exam import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,7 @@ def load_prompts(path: Path) -> list[PromptItem]:
     text = path.read_text(encoding="utf-8")
     items: list[PromptItem] = []
     if path.suffix == ".jsonl":
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UsageError(f"{path}:{n}: invalid JSON ({e.msg})") from e
-                items.append(_item(path, str(n), obj, dataset))
+        items = [_item(path, str(n), obj, dataset) for n, obj in read_jsonl(path)]
     elif path.suffix == ".json":
         try:
             data = json.loads(text)
