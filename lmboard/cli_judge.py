@@ -34,6 +34,7 @@ def judge_cmd(
     seed: int = typer.Option(0, help="Seed of the order coin and the bootstrap"),
     bootstrap: int = typer.Option(2000, help="Bootstrap resamples for the win-rate interval"),
     concurrency: int = typer.Option(8, help="Judge requests in flight (endpoints)"),
+    plugins: list[Path] = typer.Option([], "--plugins", help="Python files/folders registering inference functions"),
     db: Path | None = typer.Option(None, help="SQLite store"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
@@ -46,6 +47,10 @@ def judge_cmd(
         raise UsageError(f"--judge-lang must be auto, en or zh (got {judge_lang!r})")
     if bootstrap < 1000:
         raise UsageError(f"--bootstrap must be at least 1000 (got {bootstrap})")
+    if plugins:
+        from lmboard.models.registry import load_plugin_paths
+
+        load_plugin_paths(plugins)
     if annotations:
         from lmboard.judge.board import read_annotations
 

@@ -84,3 +84,19 @@ def test_local_judge_reads_label_probabilities(generated, tmp_path):
     (row,) = list(csv.DictReader(open(board)))
     assert int(row["n_total"]) == 10 and int(row["n_invalid"]) == 0
     assert 0 < float(row["win_rate"]) < 100 and row["consistency"] != ""
+
+
+def test_single_mode_grades_with_a_plugin_judge(generated, tmp_path):
+    (tmp_path / "grader.py").write_text(
+        "from lmboard import register_llm_infer\n"
+        "@register_llm_infer('grader')\n"
+        "def grader(texts, **kw):\n"
+        "    return ['Fine. [[7]]' if 'Reference answer' in t else 'no grade' for t in texts]\n")
+    board = tmp_path / "single.csv"
+    r = lmboard("judge", "--mode", "single", "--outputs", str(generated / "smollm2-greedy" / "output.json"),
+                "--reference", str(REF), "--judge", "plugin:grader", "--plugins", str(tmp_path / "grader.py"),
+                "--leaderboard", str(board), "--db", str(tmp_path / "db"))
+    assert r.returncode == 0, r.stderr
+    (row,) = list(csv.DictReader(open(board)))
+    assert float(row["mean_score"]) == 7 and int(row["n_total"]) == 10 and int(row["n_invalid"]) == 0
+    assert "mean grade 7.00" in r.stdout

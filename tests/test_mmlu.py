@@ -164,3 +164,20 @@ def test_letter_tokens_on_smollm2_and_sentencepiece(smollm2_tokenizer, tiny_sp):
     assert smollm2_tokenizer.convert_ids_to_tokens(task.letter_ids(smollm2_tokenizer, cue, "spaced")) == [
         "ĠA", "ĠB", "ĠC", "ĠD"
     ]
+
+
+def test_chat_form_renders_through_the_template(smollm2_fp32, tmp_path):
+    settings = ExamSettings("mmlu", MMLU, ("anatomy",), 3, 2, "spaced", True, EngineSettings())
+    res = run_exam(MMLUTask(), smollm2_fp32, settings, Store(tmp_path / "db"))
+    assert res.provenance["prompt_format"] == "chat"
+    # the letter opens the assistant turn: no space before it
+    assert res.provenance["letter_tokens"] == ["A", "B", "C", "D"]
+    from lmboard.tasks.exam_run import chat_render
+
+    task = MMLUTask()
+    test = task.load_split(MMLU, "anatomy", "test")
+    text, prefix = chat_render(task, smollm2_fp32.tokenizer, test[2], task.shots_for(test[2], test, "test", 2))
+    assert text.startswith("<|im_start|>system") and text.endswith("<|im_start|>assistant\n")
+    assert text.count("<|im_start|>user") == 3 and text.count("<|im_start|>assistant") == 3
+    assert text.startswith(prefix) and "The following are multiple choice questions" in prefix
+    assert len(res.samples) == 3

@@ -60,8 +60,14 @@ def hidden_on_prefix(lm, kv, n_prefix: int, suffixes: Sequence[Sequence[int]]):
         x[i, : len(s)] = torch.tensor(list(s))
     x = x.to(lm.device)
     pos = torch.arange(n_prefix, n_prefix + width, device=lm.device).unsqueeze(0).expand(b, -1)
-    cache = _expanded_cache(lm, kv, b) if kv is not None else None
     decoder = lm.model.get_decoder()
+    if kv is not None and getattr(lm, "prefix_attention", False):
+        from lmboard.engine.prefix_attention import shared_prefix
+
+        heads = lm.model.config.get_text_config().num_attention_heads
+        with shared_prefix(kv, heads):  # the prefix is attended to in place, never copied per row
+            return decoder(input_ids=x, position_ids=pos, use_cache=False).last_hidden_state
+    cache = _expanded_cache(lm, kv, b) if kv is not None else None
     out = decoder(input_ids=x, position_ids=pos, past_key_values=cache, use_cache=cache is not None)
     return out.last_hidden_state
 

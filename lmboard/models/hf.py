@@ -120,6 +120,9 @@ class HFModel:
             self.model.to(self.device_name)
         self.model.eval()
         self.device = next(self.model.parameters()).device
+        from lmboard.engine.prefix_attention import enable
+
+        self.prefix_attention = enable(self.model, self.device)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_length = self._context_length()
@@ -186,6 +189,7 @@ class HFModel:
             },
             "context_length": self.max_length,
             "gguf_cache": self.gguf_cache,
+            "attention": self.model.config._attn_implementation,
             "threads": _threads(),
             "versions": self.versions,
         }
