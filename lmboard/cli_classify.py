@@ -45,7 +45,9 @@ def run_classify(opts: dict, spec: ModelSpec, engine: EngineSettings) -> None:
     names = list(labels.values())
     store = Store(opts["db"])
     lm = load_lm(spec, opts["quiet"])
-    key = {"model": spec.canonical(), "data": str(Path(opts["data"]).resolve()), "settings": settings.__dict__,
+    # --by generate: room for the longest label (a CJK character is 2-3 byte-level tokens) and a little more
+    gen_tokens = max(len(lm.tokenizer(settings.sep + n, add_special_tokens=False).input_ids) for n in names) + 6
+    key = {"gen_tokens": gen_tokens if settings.by == "generate" else None, "model": spec.canonical(), "data": str(Path(opts["data"]).resolve()), "settings": settings.__dict__,
            "shots": [s.line for s in shots], "test": stable_hash([e.line for e in test]), "dtype": lm.dtype_name}
     run_id = f"classify-{stable_hash(key, 12)}"
     store.open_run(run_id, "classify", spec.display_name, key, lm.info())
@@ -69,7 +71,7 @@ def run_classify(opts: dict, spec: ModelSpec, engine: EngineSettings) -> None:
                 update(len(test) - len(todo) + i + 1, len(test))
         else:
             reqs = [GenRequest(str(e.line), text=C.render(settings, shots, e.text)) for e in todo]
-            gs = GenerationSettings(max_new_tokens=8, do_sample=False, raw=True, stop=("\n",))
+            gs = GenerationSettings(max_new_tokens=gen_tokens, do_sample=False, raw=True, stop=("\n",))
             n = len(test) - len(todo)
             for r in generate_batched(lm, reqs, gs):
                 pred = C.match_label(r.output, names)

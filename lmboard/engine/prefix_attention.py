@@ -58,7 +58,9 @@ def enable(model, device) -> bool:
     cfg = model.config.get_text_config()
     if device.type != "cpu" or getattr(cfg, "_attn_implementation", None) != "sdpa":
         return False
-    if getattr(cfg, "sliding_window", None) or getattr(cfg, "attn_logit_softcapping", None):
+    from lmboard.models.hf import has_sliding_window
+
+    if has_sliding_window(cfg) or getattr(cfg, "attn_logit_softcapping", None):
         return False
     if not hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
         return False

@@ -123,6 +123,8 @@ class HFModel:
         from lmboard.engine.prefix_attention import enable
 
         self.prefix_attention = enable(self.model, self.device)
+        # A sliding-window cache keeps only the window: a shared prefix cannot be reused as is.
+        self.prefix_reuse_supported = not has_sliding_window(self.model.config.get_text_config())
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_length = self._context_length()
@@ -210,6 +212,12 @@ class HFModel:
         from lmboard.engine.generation import stream_one
 
         yield from stream_one(self, messages, settings)
+
+
+def has_sliding_window(cfg) -> bool:
+    if "sliding_attention" in (getattr(cfg, "layer_types", None) or []):
+        return True
+    return bool(getattr(cfg, "sliding_window", None)) and getattr(cfg, "use_sliding_window", True) is not False
 
 
 def gguf_cache_dir(where: str, gguf: str, dtype: str) -> Path | None:

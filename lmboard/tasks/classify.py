@@ -132,7 +132,7 @@ def render(settings: ClassifySettings, shots: list[Example], text: str) -> str:
 
 
 def match_label(answer: str, names: list[str]) -> str | None:
-    a = answer.strip().strip("。.!！\"'")
+    a = answer.replace("\ufffd", "").strip().strip("。.!！\"'")
     if a in names:
         return a
     hits = [n for n in names if a.startswith(n)]
