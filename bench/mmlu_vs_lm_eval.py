@@ -192,7 +192,7 @@ def main() -> None:
             print(f"ratio: whole {row['ratio']}x, scoring {row['scoring_ratio']}x; agreement {agree:.2%} ({total} questions)")
             peak = peaks["bfloat16" if dtype == "bfloat16" else "float32"]
             print(f"lmboard achieved {fl / 1e9:.0f} GFLOP/s = {fl / peak:.0%} of the {dtype} matmul peak"
-                  f" (engine: {json.dumps({k: acc['provenance']['engine'][k] for k in ('tokens_run', 'prefix_tokens_reused', 'batches', 'batch_tokens', 'boundary_trimmed', 'fallbacks')})})")
+                  f" (engine: {json.dumps({k: acc['provenance']['engine'][k] for k in ('forward', 'tokens_run', 'padded_tokens', 'prefix_tokens_reused', 'batches', 'batch_tokens', 'boundary_trimmed', 'fallbacks', 'rechecked')})})")
             if args.fp32_check:
                 acc32, s32, w32 = run_lmboard(tmp, subjects, shots, args.limit, ["--dtype", "float32"])
                 a32, _, _ = compare(subjects, le, s32, None)

@@ -114,6 +114,8 @@ def eval_cmd(
     dtype: str | None = typer.Option(None, help="auto, float32, bfloat16, float16 (overrides the spec)"),
     batch_tokens: str = typer.Option("auto", "--batch-tokens", "--batch-size", help="Token budget per batch, or auto"),
     prefix_reuse: bool = typer.Option(True, help="Compute each shared few-shot prefix once"),
+    packed: bool = typer.Option(True, help="Packed forward for Llama-family models on CPU (off: transformers')"),
+    recheck_margin: float = typer.Option(0.05, help="bf16/fp16: rescore in float32 answers whose top two logits are closer (0: off)"),
     max_length: int | None = typer.Option(None, help="Context limit for prompts (default: the model's)"),
     out_dir: Path | None = typer.Option(None, "--out", help="Result folder (default results/<model>/)"),
     db: Path | None = typer.Option(None, help="SQLite store (default ~/.lmboard/lmboard.db)"),
@@ -140,7 +142,7 @@ def eval_cmd(
     if letter_token not in ("spaced", "bare"):
         raise UsageError(f"--letter-token must be spaced or bare (got {letter_token!r})")
     spec = model_spec(model, dtype)
-    engine = EngineSettings(parse_budget(batch_tokens), prefix_reuse, max_length)
+    engine = EngineSettings(parse_budget(batch_tokens), prefix_reuse, max_length, packed, recheck_margin)
     if task == "classify":
         from lmboard.cli_classify import run_classify
 

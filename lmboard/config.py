@@ -91,6 +91,10 @@ class EngineSettings:
     batch_tokens: int | None = None  # None: automatic (largest that fits, halved on OOM)
     prefix_reuse: bool = True
     max_length: int | None = None  # None: the model's context length
+    packed: bool = True  # the packed forward where the model allows it (engine/packed.py)
+    # In bfloat16, answers whose two best letters are closer than this (in logits) are
+    # scored again in float32: bfloat16 moves letter logits by up to ~0.1 on SmolLM2.
+    recheck_margin: float = 0.05
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,59 @@ def test_pack_respects_the_budget_longest_first():
     assert pack(lengths, 100) == pack(lengths, 100)  # deterministic
 
 
+def _tiny_model(kind: str):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(1)
+    common = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    if kind == "qwen2":  # q/k/v biases
+        model = Qwen2ForCausalLM(Qwen2Config(**common, use_sliding_window=False))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**common, rope_parameters={"rope_type": "default", "rope_theta": 500.0}))
+    for p in model.parameters():  # random biases and norms, so that a dropped term shows
+        torch.nn.init.normal_(p, std=0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_packed_forward_equals_the_transformers_forward(kind):
+    import torch
+
+    from lmboard.engine.packed import PackedModel, Segment, supports
+
+    model = _tiny_model(kind)
+    assert supports(model, torch.device("cpu")) is None
+    g = torch.Generator().manual_seed(0)
+    pre = torch.randint(0, 300, (37,), generator=g).tolist()
+    sufs = [torch.randint(0, 300, (n,), generator=g).tolist() for n in (1, 9, 23, 4)]
+    with torch.inference_mode():
+        ref = torch.stack([model(input_ids=torch.tensor([pre + s]), output_hidden_states=True).hidden_states[-1][0, -1]
+                           for s in sufs])
+        pm = PackedModel(model)
+        kv = pm.forward([Segment(pre[:20])], kv_out=True)[1][0]
+        kv = kv.extended(pm.forward([Segment(pre[20:], kv)], kv_out=True)[1][0])  # grown in two steps
+        on_prefix = pm.forward([Segment(s, kv) for s in sufs])[0]
+        # mixed: whole prompts, and the rest of the prompt on a sliced prefix, in one batch
+        mixed = pm.forward([Segment(pre + sufs[0]), Segment(pre[11:] + sufs[1], kv.sliced(11)),
+                            Segment(sufs[2], kv), Segment(pre[30:] + sufs[3], kv.sliced(30))])[0]
+        after = model(input_ids=torch.tensor([pre + sufs[2]]), output_hidden_states=True).hidden_states[-1][0, -1]
+    torch.testing.assert_close(on_prefix, ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(mixed, ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(after, ref[2], atol=0, rtol=0)  # fused weights are views: the model is unchanged
+
+
+def test_unsupported_architecture_runs_the_transformers_forward():
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lmboard.engine.packed import supports
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=1, n_head=2))
+    assert supports(model, torch.device("cpu")) == "architecture gpt2"
+
+
 def _exam(lm, tmp_path, name, **engine):
     settings = ExamSettings("mmlu", MMLU, ("anatomy", "astronomy"), 12, 3, engine=EngineSettings(**engine))
     res = run_exam(MMLUTask(), lm, settings, Store(tmp_path / f"{name}.db"))
@@ -82,11 +135,26 @@ def _exam(lm, tmp_path, name, **engine):
 def test_invariant_to_batch_budget_and_prefix_reuse_in_float32(smollm2_fp32, tmp_path):
     base_p, base_pred, base = _exam(smollm2_fp32, tmp_path, "a", batch_tokens=4096)
     for name, kw in {"b": {"batch_tokens": 256}, "c": {"batch_tokens": 40},
-                     "d": {"batch_tokens": 1024, "prefix_reuse": False}}.items():
+                     "d": {"batch_tokens": 1024, "prefix_reuse": False},
+                     "e": {"batch_tokens": 1024, "packed": False}}.items():
         p, pred, res = _exam(smollm2_fp32, tmp_path, name, **kw)
         assert pred == base_pred, name
         np.testing.assert_allclose(p, base_p, atol=1e-4)
-    assert base.stats.prefix_tokens_reused > 0 and res.stats.prefix_tokens_reused == 0
+        if name == "d":
+            assert res.stats.prefix_tokens_reused == 0
+    assert base.stats.prefix_tokens_reused > 0 and base.stats.forward == "packed" and base.stats.padded_tokens == 0
+    assert res.stats.forward == "transformers" and res.stats.prefix_tokens_reused > 0
+
+
+def test_pack_segments_budget_order_and_prefix_runs():
+    from lmboard.engine.scoring import _Seg, pack_segments
+
+    segs = [_Seg(ScoreItem(str(i), []), ref, [0] * n)
+            for i, (ref, n) in enumerate([((0, 9), 30), ((0, 9), 30), ((1, 5), 50), ((0, 9), 10), (None, 70)])]
+    packed = pack_segments(segs, 100, one_prefix=False)
+    assert packed == [[0, 1], [2, 3], [4]] and packed == pack_segments(segs, 100, one_prefix=False)
+    # a padding runner: one prefix per batch, count x longest within the budget
+    assert pack_segments(segs, 100, one_prefix=True) == [[0, 1], [2], [3], [4]]
 
 
 def test_out_of_memory_backs_off_and_gives_the_same_answers(tiny_sp):
@@ -99,7 +167,7 @@ def test_out_of_memory_backs_off_and_gives_the_same_answers(tiny_sp):
         return got, stats
 
     ref, ref_stats = collect(batch_tokens=4096)
-    limit = 400
+    limit = max(len(it.ids) for it in items)  # any one item fits; batches of them do not
 
     def guard(tokens):
         if tokens > limit:

@@ -108,3 +108,30 @@ def forward_on_prefix(lm, kv, n_prefix: int, suffixes: Sequence[Sequence[int]], 
     last = torch.tensor([len(s) - 1 for s in suffixes], device=h.device)
     h_last = h[torch.arange(len(suffixes), device=h.device), last]
     return target_logits(lm, h_last, targets)
+
+
+class HFRunner:
+    """The scoring engine's runner on the transformers forward: one prefix per batch
+    (its cache is expanded to the batch's rows), right-padded suffixes."""
+
+    one_prefix_per_batch = True
+    exact_prefix = False
+
+    def __init__(self, lm):
+        self.lm = lm
+
+    def prefix(self, base, base_len: int, ids: Sequence[int]):
+        if base is None:
+            return prefix_kv(self.lm, ids)
+        return extend_kv(self.lm, slice_kv(base, base_len), base_len, ids)
+
+    def sliced(self, cache, n: int):
+        return slice_kv(cache, n)
+
+    def exact_twin(self):
+        return None  # close calls are rechecked on the packed forward only
+
+    def score(self, segs, targets):
+        pre = segs[0][0]
+        n_prefix = 0 if pre is None else int(pre[0][0].shape[2])
+        return forward_on_prefix(self.lm, pre, n_prefix, [ids for _, ids in segs], targets)

@@ -20,8 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from lmboard.engine.batching import auto_budget, pack, run_with_backoff
-from lmboard.engine.kv import extend_kv, forward_on_prefix, prefix_kv, slice_kv
+from lmboard.engine.batching import auto_budget, run_with_backoff
 
 KEEP_CACHES = 8  # prefix caches kept for reuse by later prefixes (a trie, flattened)
 MIN_SHARED = 16  # tokens in common worth reusing
@@ -47,6 +46,9 @@ class EngineStats:
     oom_backoffs: int = 0
     batch_tokens: int = 0
     prefix_reuse: bool = True
+    forward: str = ""  # packed or transformers
+    recheck_margin: float = 0.0  # close calls (top-2 target logits closer than this) rerun in float32
+    rechecked: int = 0
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -114,6 +116,68 @@ def plan_reuse(groups: list[_Group]) -> tuple[list[int | None], list[int]]:
     return base, reuse
 
 
+@dataclass
+class _Seg:
+    item: ScoreItem
+    ref: tuple[int, int] | None  # (group whose cache it runs on, tokens of that cache)
+    ids: list[int]  # the tokens it runs
+
+
+def plan_segments(groups: list[_Group], base: list[int | None], reuse: list[int]) -> tuple[list[_Seg], set[int]]:
+    """What runs: each item's segment and the groups whose caches are computed.
+
+    A group's cache is computed when several items share it or a later group grows
+    from it; a group of one item (with first_n shots, questions 0-4 of a subject) runs
+    its item on the cache it would have grown from, its own prefix part included."""
+    parents = {b for b in base if b is not None}
+    cached = {j for j, g in enumerate(groups) if g.shared and (len(g.members) > 1 or j in parents)}
+    segs: list[_Seg] = []
+    for j, g in enumerate(groups):
+        members = sorted(g.members, key=lambda m: -len(m[1]))  # stable: short suffix rectangles
+        for item, suffix in members:
+            if j in cached:
+                segs.append(_Seg(item, (j, len(g.shared)), list(suffix)))
+            elif base[j] is not None:
+                segs.append(_Seg(item, (base[j], reuse[j]), g.shared[reuse[j]:] + list(suffix)))
+            else:
+                segs.append(_Seg(item, None, g.shared + list(suffix)))
+    return segs, cached
+
+
+def pack_segments(segs: list[_Seg], budget: int, one_prefix: bool) -> list[list[int]]:
+    """Consecutive segments in batches of at most ``budget`` tokens (padded tokens when
+    the runner pads: count x longest). Deterministic: a resumed run gets the same batches."""
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    longest = total = 0
+    for i, s in enumerate(segs):
+        n = len(s.ids)
+        cost = (len(cur) + 1) * max(longest, n) if one_prefix else total + n
+        if cur and (cost > budget or (one_prefix and s.ref != segs[cur[0]].ref)):
+            batches.append(cur)
+            cur, longest, total = [], 0, 0
+        cur.append(i)
+        longest, total = max(longest, n), total + n
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def make_runner(lm, packed: bool, stats: EngineStats):
+    from lmboard.engine.kv import HFRunner
+
+    if packed:
+        from lmboard.engine.packed import PackedRunner, packed_for
+
+        pm, why = packed_for(lm)
+        if pm is not None:
+            stats.forward = "packed"
+            return PackedRunner(lm, pm)
+        stats.notes.append(f"packed forward off: {why}")
+    stats.forward = "transformers"
+    return HFRunner(lm)
+
+
 def score_last(
     lm,
     items: Sequence[ScoreItem],
@@ -121,6 +185,8 @@ def score_last(
     *,
     batch_tokens: int | None = None,
     prefix_reuse: bool = True,
+    packed: bool = True,
+    recheck_margin: float = 0.0,
     skip: Callable[[str], bool] = lambda key: False,
     on_batch: Callable[[list[tuple[str, list[float]]]], None] | None = None,
     progress: Callable[[int], None] | None = None,
@@ -132,6 +198,9 @@ def score_last(
     batch's order; callers restore their own). Batches whose items all ``skip``
     (already stored) are not run; batch composition depends only on the items and
     the budget, so a resumed run computes exactly what the interrupted one would have.
+    ``packed`` uses the packed forward where the model allows it (engine/packed.py).
+    ``recheck_margin``: an item whose two best targets' logits are closer than this in
+    reduced precision is scored again in float32 (its prefix too), and that result kept.
     ``oom_guard(tokens)`` lets tests inject a memory limit.
     """
     import torch
@@ -146,8 +215,74 @@ def score_last(
     budget = batch_tokens or auto_budget(str(lm.device), bytes_per_token)
     stats.batch_tokens = budget
     targets = torch.tensor(list(target_ids), device=lm.device)
-    groups = plan_groups(lm, items, prefix_reuse, stats)
+    runner = make_runner(lm, packed, stats)
+    checker = runner.exact_twin() if recheck_margin > 0 and len(target_ids) > 1 else None
+    stats.recheck_margin = recheck_margin if checker else 0.0
+    if checker is not None:  # prefixes computed once, in float32, serve both passes
+        runner.exact_prefix = True
+    # Sorted by their ids, the groups of one subject sit together and each grows from its
+    # neighbour with the longest common run (a trie walk); items without a prefix go last.
+    groups = sorted(plan_groups(lm, items, prefix_reuse, stats), key=lambda g: (not g.shared, g.shared))
     stats.prefix_groups = sum(1 for g in groups if g.shared)
+    base, reuse = plan_reuse(groups)
+    segs, cached = plan_segments(groups, base, reuse)
+    batches = pack_segments(segs, budget, runner.one_prefix_per_batch)
+    last_need: dict[int, int] = {}
+    for bi, batch in enumerate(batches):
+        for i in batch:
+            if segs[i].ref is not None:
+                last_need[segs[i].ref[0]] = bi
+    for j in reversed(range(len(groups))):  # a cache others grow from lives as long as they do
+        if base[j] is not None and j in cached:
+            last_need[base[j]] = max(last_need.get(base[j], 0), last_need.get(j, 0))
+    caches: dict[int, object] = {}
+    exact_caches = caches if runner.exact_prefix else {}
+
+    def cache(j: int, exact: bool = False):
+        store, run_ = (exact_caches, checker) if exact else (caches, runner)
+        if j not in store:
+            b, m, shared = base[j], reuse[j], groups[j].shared
+            store[j] = run_.prefix(cache(b, exact) if b is not None else None, m, shared[m:])
+            stats.tokens_run += len(shared) - m
+            if store is caches:
+                stats.prefix_tokens_reused -= len(shared) - m
+        return store[j]
+
+    def views_for(idx: list[int], exact: bool = False) -> dict:
+        views: dict[tuple[int, int], object] = {}
+        for i in idx:
+            ref = segs[i].ref
+            if ref is not None and ref not in views:
+                c = cache(ref[0], exact)
+                views[ref] = c if ref[1] == len(groups[ref[0]].shared) else runner.sliced(c, ref[1])
+        return views
+
+    held: list[tuple[list[int], object]] = []  # batches waiting for their close calls' recheck
+    pending: list[tuple[int, int]] = []  # (held batch, row) of close calls
+
+    def flush(bi: int) -> None:
+        """Rescore the close calls in float32 (batched across the held batches, whose
+        results are emitted after), then free the exact caches no later batch needs."""
+        for chunk in pack_segments([segs[held[h][0][r]] for h, r in pending], budget, False):
+            rows = [pending[c] for c in chunk]
+            sub = [held[h][0][r] for h, r in rows]
+            views = views_for(sub, exact=True)
+            exact = checker.score([(views[segs[i].ref] if segs[i].ref is not None else None, segs[i].ids)
+                                   for i in sub], targets)
+            for (h, r), row in zip(rows, exact, strict=True):
+                held[h][1][r] = row
+            stats.rechecked += len(sub)
+            stats.tokens_run += sum(len(segs[i].ids) for i in sub)
+        for idx, logits in held:
+            emit(idx, logits)
+        held.clear()
+        pending.clear()
+        for j in [j for j in exact_caches if last_need.get(j, -1) <= bi]:
+            del exact_caches[j]
+
+    def emit(idx: list[int], logits) -> None:
+        if on_batch:
+            on_batch([(segs[i].item.key, row) for i, row in zip(idx, logits.tolist(), strict=True)])
 
     def halve() -> None:
         nonlocal budget
@@ -155,67 +290,41 @@ def score_last(
         stats.batch_tokens = budget
         stats.oom_backoffs += 1
 
-    # Largest groups first: the main prefix of a subject is computed before its variants.
-    groups = sorted(groups, key=lambda g: -len(g.members))
-    batches_of = [pack([len(s) for _, s in g.members], budget) for g in groups]
-    has_todo = [any(not all(skip(g.members[i][0].key) for i in b) for b in bs) for g, bs in zip(groups, batches_of, strict=True)]
-    base, reuse = plan_reuse(groups)
-    need = list(has_todo)
-    for j in reversed(range(len(groups))):  # a cache others grow from is needed too
-        if need[j] and base[j] is not None:
-            need[base[j]] = True
-    last_use = {b: j for j, b in enumerate(base) if b is not None and need[j]}
-    kvs: dict[int, list] = {}
-
-    def kv_for(j: int):
-        """Group j's prefix cache, grown from the earlier cache it shares the most tokens
-        with (with first_n shots from the test split, question i's shots skip row i, so
-        its prefix shares the header and the rows before i with the subject's main one).
-        The plan depends only on the items, so a resumed run computes the same numbers."""
-        shared, b, m = groups[j].shared, base[j], reuse[j]
-        if b is None:
-            kv = prefix_kv(lm, shared)
-        elif m == len(shared):
-            kv = slice_kv(kvs[b], m)
-        else:
-            kv = extend_kv(lm, slice_kv(kvs[b], m), m, shared[m:])
-        stats.tokens_run += len(shared) - m
-        stats.prefix_tokens_reused -= len(shared) - m  # its members add len(shared) each
-        return kv
-
     with torch.inference_mode():
-        for j, g in enumerate(groups):
-            if not need[j]:
+        for bi, batch in enumerate(batches):
+            if all(skip(segs[i].item.key) for i in batch):
                 if progress:
-                    progress(len(g.members))
+                    progress(len(batch))
                 continue
-            kv = kvs[j] = kv_for(j) if g.shared else None
-            for k in [k for k in kvs if k != j and last_use.get(k, -1) <= j]:
-                del kvs[k]  # no later group grows from it
-            batches = batches_of[j]
-            todo = [b for b in batches if not all(skip(g.members[i][0].key) for i in b)]
-            for b in batches:
-                if b not in todo:
-                    if progress:
-                        progress(len(b))
-                    continue
+            views = views_for(batch)
 
-                def run(idx: list[int], g=g, kv=kv) -> None:
-                    suffixes = [g.members[i][1] for i in idx]
-                    n = len(suffixes) * max(map(len, suffixes))
-                    if oom_guard:
-                        oom_guard(n)
-                    logits = forward_on_prefix(lm, kv, len(g.shared), suffixes, targets)
-                    stats.batches += 1
-                    stats.tokens_run += sum(map(len, suffixes))
-                    stats.padded_tokens += n - sum(map(len, suffixes))
-                    stats.prefix_tokens_reused += len(g.shared) * len(idx)
-                    out = [(g.members[i][0].key, row) for i, row in zip(idx, logits.tolist(), strict=True)]
-                    if on_batch:
-                        on_batch(out)
-                    if progress:
-                        progress(len(idx))
+            def run(idx: list[int], views=views) -> None:
+                run_segs = [(views[segs[i].ref] if segs[i].ref is not None else None, segs[i].ids) for i in idx]
+                lens = [len(s.ids) for s in (segs[i] for i in idx)]
+                n = len(idx) * max(lens) if runner.one_prefix_per_batch else sum(lens)
+                if oom_guard:
+                    oom_guard(n)
+                logits = runner.score(run_segs, targets)
+                stats.batches += 1
+                stats.tokens_run += sum(lens)
+                stats.padded_tokens += n - sum(lens)
+                stats.prefix_tokens_reused += sum(len(segs[i].item.ids) - len(segs[i].ids) for i in idx)
+                if checker is None:
+                    emit(idx, logits)
+                else:
+                    top2 = logits.topk(2, dim=-1).values
+                    pending.extend((len(held), r) for r in range(len(idx))
+                                   if float(top2[r, 0] - top2[r, 1]) < recheck_margin)
+                    held.append((idx, logits.clone()))
+                if progress:
+                    progress(len(idx))
 
-                run_with_backoff(b, run, on_oom=halve)
+            run_with_backoff(batch, run, on_oom=halve)
+            if held and (bi == len(batches) - 1 or sum(len(segs[held[h][0][r]].ids) for h, r in pending) >= budget // 2):
+                flush(bi)
+            waiting = {segs[held[h][0][r]].ref[0] for h, r in pending if segs[held[h][0][r]].ref is not None}
+            for j in [j for j in caches if last_need.get(j, -1) <= bi and j not in waiting]:
+                del caches[j]
+        if held:
+            flush(len(batches))
     return stats
-

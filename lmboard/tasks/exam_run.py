@@ -187,6 +187,8 @@ def run_exam(
             letter_ids,
             batch_tokens=settings.engine.batch_tokens,
             prefix_reuse=settings.engine.prefix_reuse,
+            packed=settings.engine.packed,
+            recheck_margin=settings.engine.recheck_margin,
             skip=done.__contains__,
             on_batch=on_batch,
             progress=tick,

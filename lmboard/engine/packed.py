@@ -1,0 +1,310 @@
+"""A packed forward for Llama-family decoders: many short segments, no padding.
+
+Scoring runs many short segments (each question's own tokens) on top of shared prefix
+caches (a subject's header and shots). The transformers forward pads them into a
+rectangle (a quarter of the tokens of MMLU 5-shot were padding), builds masks and cache
+objects per call, and runs q/k/v and gate/up as separate matmuls. Here every segment's
+tokens are stacked into one (tokens, hidden) matrix:
+
+- the linear layers run on real tokens only; q/k/v and gate/up each run as one matmul
+  (the modules' weights become views of the fused matrices: no extra memory, and the
+  transformers forward still works on the same model);
+- attention splits in two exact parts merged by their log-sum-exps: the queries of the
+  segments on one prefix cache, stacked, against that cache (one unmasked fused kernel,
+  the cache never copied per segment), and each segment against its own tokens (causal,
+  right-padded into a small rectangle, which needs no mask);
+- the residual stream stays in float32 whatever the weights' dtype: only the inputs of
+  the matmuls and of attention are cast. With bfloat16 weights this keeps the hidden
+  state's rounding out of close answers.
+
+Supported: llama, mistral without a sliding window, qwen2 (q/k/v biases), with SiLU
+MLPs and unquantized weights. Other models run the transformers forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+SUPPORTED = ("llama", "mistral", "qwen2")
+
+
+@dataclass
+class PrefixKV:
+    """A prefix's keys (after rotary) and values, per layer (kv_heads, length, head_dim)."""
+
+    k: list
+    v: list
+
+    @property
+    def length(self) -> int:
+        return int(self.k[0].shape[1])
+
+    def sliced(self, n: int) -> PrefixKV:
+        """The first n positions: under causal attention, exactly their own cache."""
+        return PrefixKV([t[:, :n] for t in self.k], [t[:, :n] for t in self.v])
+
+    def extended(self, new: PrefixKV) -> PrefixKV:
+        import torch
+
+        return PrefixKV([torch.cat([a, b], 1) for a, b in zip(self.k, new.k, strict=True)],
+                        [torch.cat([a, b], 1) for a, b in zip(self.v, new.v, strict=True)])
+
+
+@dataclass
+class Segment:
+    ids: list[int]
+    prefix: PrefixKV | None = None  # attended to before ids; positions continue after it
+
+
+@dataclass
+class _Layer:
+    ln1: object
+    qkv: object
+    qkv_b: object
+    o: object
+    o_b: object
+    ln2: object
+    gu: object
+    down: object
+
+
+class PackedModel:
+    def __init__(self, model):
+        import torch
+
+        cfg = model.config.get_text_config()
+        dec = model.get_decoder()
+        self.embed = dec.embed_tokens
+        self.rotary = dec.rotary_emb
+        self.norm_w = dec.norm.weight.detach().float()
+        self.eps = float(getattr(dec.norm, "variance_epsilon", getattr(cfg, "rms_norm_eps", 1e-6)))
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.inter = cfg.intermediate_size
+        self.dtype = dec.embed_tokens.weight.dtype
+        self.layers = []
+        with torch.no_grad():
+            for layer in dec.layers:
+                a, m = layer.self_attn, layer.mlp
+                self.layers.append(_Layer(
+                    ln1=layer.input_layernorm.weight.detach().float(),
+                    qkv=_fuse([a.q_proj, a.k_proj, a.v_proj], "weight"),
+                    qkv_b=_fuse([a.q_proj, a.k_proj, a.v_proj], "bias") if a.q_proj.bias is not None else None,
+                    o=a.o_proj.weight.detach(), o_b=_opt(a.o_proj.bias),
+                    ln2=layer.post_attention_layernorm.weight.detach().float(),
+                    gu=_fuse([m.gate_proj, m.up_proj], "weight"), down=m.down_proj.weight.detach(),
+                ))
+
+    def _float32_weights(self) -> dict | None:
+        """Float32 copies of the matrices, made once, when they fit in 2 GB (else each
+        exact forward upcasts them layer by layer)."""
+        if not hasattr(self, "_f32"):
+            mats = [t for L in self.layers for t in (L.qkv, L.qkv_b, L.o, L.o_b, L.gu, L.down) if t is not None]
+            self._f32 = {id(t): t.float() for t in mats} if sum(t.numel() for t in mats) * 4 < 2 << 30 else None
+        return self._f32
+
+    def _norm(self, x, w):
+        import torch
+
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * w
+
+    def forward(self, segs: Sequence[Segment], keep: str = "last", kv_out: bool = False, exact: bool = False):
+        """Final-normed hidden states (float32) at each segment's last token
+        (``keep="last"``, one row per segment) or at all tokens (``"all"``, segment after
+        segment), and, with ``kv_out``, each segment's own PrefixKV. ``exact`` computes
+        in float32 throughout (weights upcast layer by layer; prefixes must be exact too)."""
+        import torch
+        import torch.nn.functional as F
+
+        cdt = torch.float32 if exact else self.dtype
+        f32 = self._float32_weights() if exact and cdt != self.dtype else None
+
+        def wt(t):
+            if t is None or t.dtype == cdt:
+                return t
+            return f32[id(t)] if f32 is not None else t.to(cdt)
+
+        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        dev = self.norm_w.device
+        lens = [len(s.ids) for s in segs]
+        b, total = len(segs), sum(lens)
+        ids = torch.tensor([t for s in segs for t in s.ids], device=dev)
+        local = torch.cat([torch.arange(n, device=dev) for n in lens])
+        seg_of = torch.repeat_interleave(torch.arange(b, device=dev), torch.tensor(lens, device=dev))
+        pos = local + torch.tensor([s.prefix.length if s.prefix else 0 for s in segs], device=dev)[seg_of]
+        buckets, slot = _buckets(lens, dev)
+        rect = sum(n * w for _, n, w in buckets)
+        cos, sin = self.rotary(torch.empty(0, device=dev, dtype=torch.float32), pos[None])
+        cos, sin = cos[0, :, None, :], sin[0, :, None, :]
+        groups: dict[int, tuple[PrefixKV, list[int]]] = {}
+        start = 0
+        for s, n in zip(segs, lens, strict=True):
+            if s.prefix is not None:
+                groups.setdefault(id(s.prefix), (s.prefix, []))[1].extend(range(start, start + n))
+            start += n
+        rows = {key: torch.tensor(r, device=dev) for key, (_, r) in groups.items()}
+        h_, kh, d = self.heads, self.kv_heads, self.head_dim
+        scale = d ** -0.5
+        x = self.embed(ids).float()
+        new_k, new_v = [], []
+        for li, L in enumerate(self.layers):
+            hs = self._norm(x, L.ln1).to(cdt)
+            qkv = F.linear(hs, wt(L.qkv), wt(L.qkv_b))
+            q = qkv[:, : h_ * d].view(total, h_, d).float()
+            k = qkv[:, h_ * d: (h_ + kh) * d].view(total, kh, d).float()
+            v = qkv[:, (h_ + kh) * d:].view(total, kh, d).float()
+            # attention in float32: as fast as bfloat16 in the fused CPU kernel, and its
+            # caches are exact for a float32 recheck
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            if kv_out:
+                new_k.append(k)
+                new_v.append(v)
+            # each segment against its own tokens: right-padded rectangles of segments of
+            # similar length (a pad only follows real tokens, so causal needs no mask)
+            qp = q.new_zeros(rect, h_, d).index_copy_(0, slot, q)
+            kp = k.new_zeros(rect, kh, d).index_copy_(0, slot, k)
+            vp = v.new_zeros(rect, kh, d).index_copy_(0, slot, v)
+            o_r = torch.empty(rect, h_, d, dtype=q.dtype, device=dev)
+            l_r = torch.empty(rect, h_, device=dev)
+            for off, n, w in buckets:
+                part = slice(off, off + n * w)
+                o_b, l_b = flash(qp[part].view(n, w, h_, d).transpose(1, 2), kp[part].view(n, w, kh, d).transpose(1, 2),
+                                 vp[part].view(n, w, kh, d).transpose(1, 2), 0.0, True, scale=scale)[:2]
+                o_r[part] = o_b.transpose(1, 2).reshape(n * w, h_, d)
+                l_r[part] = l_b.transpose(1, 2).reshape(n * w, h_)
+            o = o_r[slot]
+            if groups:
+                lse_s = l_r[slot]
+                o_p = torch.zeros_like(o)
+                lse_p = torch.full_like(lse_s, float("-inf"))
+                for key, (pre, _) in groups.items():
+                    r = rows[key]
+                    og, lg = flash(q[r].transpose(0, 1)[None], pre.k[li][None], pre.v[li][None], 0.0, False,
+                                   scale=scale)[:2]
+                    o_p.index_copy_(0, r, og[0].transpose(0, 1))
+                    lse_p.index_copy_(0, r, lg[0].transpose(0, 1))
+                lse = torch.logaddexp(lse_p, lse_s)
+                o = o_p * torch.exp(lse_p - lse).unsqueeze(-1) + o * torch.exp(lse_s - lse).unsqueeze(-1)
+            x = x + F.linear(o.reshape(total, h_ * d).to(cdt), wt(L.o), wt(L.o_b)).float()
+            gu = F.linear(self._norm(x, L.ln2).to(cdt), wt(L.gu))
+            x = x + F.linear(F.silu(gu[:, : self.inter]) * gu[:, self.inter:], wt(L.down)).float()
+        if keep == "last":
+            x = x[torch.tensor(lens, device=dev).cumsum(0) - 1]
+        h = self._norm(x, self.norm_w)
+        if not kv_out:
+            return h, None
+        kvs, start = [], 0
+        for n in lens:
+            kvs.append(PrefixKV([t[start:start + n].transpose(0, 1).contiguous() for t in new_k],
+                                [t[start:start + n].transpose(0, 1).contiguous() for t in new_v]))
+            start += n
+        return h, kvs
+
+
+def _buckets(lens: Sequence[int], dev, fill: float = 0.6):
+    """Segments in rectangles of similar length: (offset, rows, width) per rectangle, and
+    each token's row in their concatenation. A segment joins the current rectangle while
+    its length is at least ``fill`` of the width, so padding stays under 1/fill."""
+    import torch
+
+    order = sorted(range(len(lens)), key=lambda i: -lens[i])
+    buckets: list[tuple[int, int, int]] = []
+    where = [0] * len(lens)
+    off = n = w = 0
+    for i in order:
+        if n and lens[i] < fill * w:
+            buckets.append((off, n, w))
+            off, n = off + n * w, 0
+        if n == 0:
+            w = lens[i]
+        where[i] = off + n * w
+        n += 1
+    buckets.append((off, n, w))
+    slot = torch.cat([torch.arange(where[i], where[i] + lens[i], device=dev) for i in range(len(lens))])
+    return buckets, slot
+
+
+def _rotate_half(x):
+    import torch
+
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _opt(t):
+    return None if t is None else t.detach()
+
+
+def _fuse(linears, attr: str):
+    """One matrix (or bias) for several linears over the same input; each module's
+    parameter becomes a view of it, so memory is not doubled."""
+    import torch
+
+    fused = torch.cat([getattr(lin, attr).detach() for lin in linears])
+    start = 0
+    for lin in linears:
+        n = getattr(lin, attr).shape[0]
+        getattr(lin, attr).data = fused[start:start + n]
+        start += n
+    return fused
+
+
+def supports(model, device) -> str | None:
+    """None if the packed forward runs this model, else why not."""
+    import torch
+
+    from lmboard.models.hf import has_sliding_window
+
+    cfg = model.config.get_text_config()
+    if getattr(cfg, "model_type", None) not in SUPPORTED:
+        return f"architecture {getattr(cfg, 'model_type', '?')}"
+    if device.type != "cpu" or not hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        return "not a CPU"
+    if has_sliding_window(cfg) or getattr(cfg, "hidden_act", "silu") != "silu" or getattr(cfg, "mlp_bias", False):
+        return "sliding window, activation or MLP bias"
+    if getattr(cfg, "pretraining_tp", 1) != 1 or getattr(model, "hf_quantizer", None) is not None:
+        return "quantized or tensor-parallel weights"
+    if any(p.dtype not in (torch.float32, torch.bfloat16, torch.float16) for p in model.parameters()):
+        return "weights not in a float dtype"
+    return None
+
+
+def packed_for(lm) -> tuple[PackedModel | None, str | None]:
+    """The packed forward of ``lm``'s model, built once, or None and why not."""
+    if not hasattr(lm, "_packed"):
+        why = supports(lm.model, lm.device)
+        lm._packed = (PackedModel(lm.model) if why is None else None, why)
+    return lm._packed
+
+
+class PackedRunner:
+    """The scoring engine's runner on the packed forward: a batch may mix prefixes."""
+
+    one_prefix_per_batch = False
+
+    def __init__(self, lm, pm: PackedModel, exact: bool = False):
+        self.lm, self.pm, self.exact = lm, pm, exact
+        self.exact_prefix = exact  # prefixes in float32 (set when close calls are rechecked)
+
+    def exact_twin(self) -> PackedRunner | None:
+        """The same forward in float32, for close calls; None when it would be this one."""
+        import torch
+
+        return None if self.exact or self.pm.dtype == torch.float32 else PackedRunner(self.lm, self.pm, exact=True)
+
+    def prefix(self, base: PrefixKV | None, base_len: int, ids: Sequence[int]) -> PrefixKV:
+        start = base.sliced(base_len) if base is not None else None
+        new = self.pm.forward([Segment(list(ids), start)], kv_out=True, exact=self.exact_prefix)[1][0]
+        return start.extended(new) if start is not None else new
+
+    def sliced(self, cache: PrefixKV, n: int) -> PrefixKV:
+        return cache.sliced(n)
+
+    def score(self, segs: Sequence[tuple[PrefixKV | None, list[int]]], targets):
+        from lmboard.engine.kv import target_logits
+
+        h, _ = self.pm.forward([Segment(ids, pre) for pre, ids in segs], exact=self.exact)
+        return target_logits(self.lm, h, targets)
