@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,9 @@ MMLU = DATA / "mmlu"
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# A fresh cache per test session, as on a fresh machine: the first load of the GGUF
+# unpacks it (the quantizer stays attached), later loads read the unpacked copy.
+os.environ.setdefault("LMBOARD_CACHE", tempfile.mkdtemp(prefix="lmboard-cache-"))
 
 
 def lmboard(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -265,7 +265,10 @@ def supports(model, device) -> str | None:
         return "not a CPU"
     if has_sliding_window(cfg) or getattr(cfg, "hidden_act", "silu") != "silu" or getattr(cfg, "mlp_bias", False):
         return "sliding window, activation or MLP bias"
-    if getattr(cfg, "pretraining_tp", 1) != 1 or getattr(model, "hf_quantizer", None) is not None:
+    quantizer = getattr(model, "hf_quantizer", None)
+    # A GGUF file is dequantized at load: its quantizer stays attached, the weights are plain.
+    method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
+    if getattr(cfg, "pretraining_tp", 1) != 1 or (quantizer is not None and getattr(method, "value", method) != "gguf"):
         return "quantized or tensor-parallel weights"
     if any(p.dtype not in (torch.float32, torch.bfloat16, torch.float16) for p in model.parameters()):
         return "weights not in a float dtype"
