@@ -1,17 +1,21 @@
-"""Log-likelihood of several continuations (labels) after one prompt.
+"""Log-likelihood of several continuations (labels) after a prompt.
 
-The prompt's KV cache is computed once per example and shared by all its labels: the
-cache holds the prompt minus its last token, and each label runs as
-[last prompt token, label tokens except the last], so that position j predicts label
-token j. Tokenization follows lm-evaluation-harness: the label's tokens are those the
+``label_logprobs`` is the reference for one prompt: the prompt's KV cache is computed
+once and shared by all its labels; each label runs as [last prompt token, label tokens
+except the last], so that position j predicts label token j. ``score_labels`` does the
+same for many prompts on the scoring engine (prefix reuse across prompts, packed
+batches). Tokenization follows lm-evaluation-harness: the label's tokens are those the
 tokenizer gives prompt + label beyond the prompt's own tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from lmboard.config import EngineSettings
 from lmboard.engine.kv import head_logits, hidden_on_prefix, prefix_kv
+from lmboard.engine.scoring import EngineStats, ScoreItem, score_last
 
 
 def continuation_ids(tokenizer, prompt: str, conts: Sequence[str], special: bool = True) -> tuple[list[int], list[list[int]]]:
@@ -40,3 +44,56 @@ def label_logprobs(lm, prompt_ids: list[int], label_ids: Sequence[Sequence[int]]
             idx = torch.tensor(list(lab), device=logp.device)
             out.append(float(logp[row, torch.arange(len(lab), device=logp.device), idx].sum()))
     return out
+
+
+@dataclass
+class LabelItem:
+    key: str
+    prompt: str  # its text: examples whose prompts share a start (the shots) share its KV
+    ids: list[int]  # the prompt's ids
+    labels: list[list[int]]  # each label's ids after this prompt
+
+
+def score_labels(
+    lm,
+    items: Sequence[LabelItem],
+    engine: EngineSettings,
+    on_item: Callable[[str, list[float]], None],
+    skip: Callable[[str], bool] = lambda key: False,
+    progress: Callable[[int], None] | None = None,
+) -> EngineStats:
+    """Summed log-probability of each label after each prompt, on the scoring engine.
+
+    Label token j of an item is one engine item: the prompt plus the label's first j
+    tokens, scored at its last position (that token's column and the vocabulary's
+    log-sum-exp). An item's engine items share its prompt as their prefix, so its KV is
+    computed once (and grows from a neighbour's: the shots are computed once per run);
+    the label tokens of many items run together in packed batches.
+    """
+    targets = sorted({t for it in items for lab in it.labels for t in lab})
+    col = {t: i for i, t in enumerate(targets)}
+    parts: list[ScoreItem] = []
+    left: dict[str, int] = {}
+    sums: dict[str, list[float]] = {}
+    for it in items:
+        if skip(it.key):
+            continue
+        sums[it.key] = [0.0] * len(it.labels)
+        left[it.key] = sum(len(lab) for lab in it.labels)
+        for li, lab in enumerate(it.labels):
+            parts.extend(ScoreItem(f"{it.key}\x1f{li}\x1f{j}", it.ids + lab[:j], it.prompt) for j in range(len(lab)))
+    by_key = {it.key: it for it in items}
+
+    def on_batch(rows: list[tuple[str, list[float]]]) -> None:
+        for part, row in rows:
+            key, li, j = part.rsplit("\x1f", 2)
+            tok = by_key[key].labels[int(li)][int(j)]
+            sums[key][int(li)] += row[col[tok]] - row[-1]
+            left[key] -= 1
+            if left[key] == 0:
+                on_item(key, sums[key])
+                if progress:
+                    progress(1)
+
+    return score_last(lm, parts, targets, batch_tokens=engine.batch_tokens, prefix_reuse=engine.prefix_reuse,
+                      packed=engine.packed, lse=True, on_batch=on_batch)

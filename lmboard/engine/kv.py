@@ -83,31 +83,35 @@ def head_logits(lm, h):
     return logits.float()
 
 
-def target_logits(lm, h, targets):
+def target_logits(lm, h, targets, lse: bool = False):
     """Logits of the ``targets`` columns only, computed in float32 whatever the model's
     dtype: a bfloat16 logit keeps 8 bits of mantissa (steps of 0.06 near 10), enough to
-    flip close answers; the few target rows of the head cost nothing in float32."""
+    flip close answers; the few target rows of the head cost nothing in float32.
+    ``lse``: one more column, the log-sum-exp over the whole vocabulary (so that a
+    target's log-probability is its logit minus it), from the full head in float32."""
     import torch
 
     head = lm.model.get_output_embeddings()
-    w = head.weight[targets].float()
+    w = head.weight.float() if lse else head.weight[targets].float()
     logits = h.float() @ w.T
     if getattr(head, "bias", None) is not None:
-        logits = logits + head.bias[targets].float()
+        logits = logits + (head.bias if lse else head.bias[targets]).float()
     cap = getattr(lm.model.config.get_text_config(), "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
+    if lse:
+        logits = torch.cat([logits[:, targets], torch.logsumexp(logits, dim=-1, keepdim=True)], dim=-1)
     return logits
 
 
-def forward_on_prefix(lm, kv, n_prefix: int, suffixes: Sequence[Sequence[int]], targets):
+def forward_on_prefix(lm, kv, n_prefix: int, suffixes: Sequence[Sequence[int]], targets, lse: bool = False):
     """Logits of the ``targets`` columns at each suffix's last real token: (B, T) float32."""
     import torch
 
     h = hidden_on_prefix(lm, kv, n_prefix, suffixes)
     last = torch.tensor([len(s) - 1 for s in suffixes], device=h.device)
     h_last = h[torch.arange(len(suffixes), device=h.device), last]
-    return target_logits(lm, h_last, targets)
+    return target_logits(lm, h_last, targets, lse)
 
 
 class HFRunner:
@@ -131,7 +135,7 @@ class HFRunner:
     def exact_twin(self):
         return None  # close calls are rechecked on the packed forward only
 
-    def score(self, segs, targets):
+    def score(self, segs, targets, lse: bool = False):
         pre = segs[0][0]
         n_prefix = 0 if pre is None else int(pre[0][0].shape[2])
-        return forward_on_prefix(self.lm, pre, n_prefix, [ids for _, ids in segs], targets)
+        return forward_on_prefix(self.lm, pre, n_prefix, [ids for _, ids in segs], targets, lse)

@@ -306,8 +306,8 @@ class PackedRunner:
     def sliced(self, cache: PrefixKV, n: int) -> PrefixKV:
         return cache.sliced(n)
 
-    def score(self, segs: Sequence[tuple[PrefixKV | None, list[int]]], targets):
+    def score(self, segs: Sequence[tuple[PrefixKV | None, list[int]]], targets, lse: bool = False):
         from lmboard.engine.kv import target_logits
 
         h, _ = self.pm.forward([Segment(ids, pre) for pre, ids in segs], exact=self.exact)
-        return target_logits(self.lm, h, targets)
+        return target_logits(self.lm, h, targets, lse)

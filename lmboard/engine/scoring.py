@@ -187,6 +187,7 @@ def score_last(
     prefix_reuse: bool = True,
     packed: bool = True,
     recheck_margin: float = 0.0,
+    lse: bool = False,
     skip: Callable[[str], bool] = lambda key: False,
     on_batch: Callable[[list[tuple[str, list[float]]]], None] | None = None,
     progress: Callable[[int], None] | None = None,
@@ -201,6 +202,8 @@ def score_last(
     ``packed`` uses the packed forward where the model allows it (engine/packed.py).
     ``recheck_margin``: an item whose two best targets' logits are closer than this in
     reduced precision is scored again in float32 (its prefix too), and that result kept.
+    ``lse``: each row ends with one more column, the log-sum-exp over the whole
+    vocabulary (log-probabilities of the targets are their logits minus it).
     ``oom_guard(tokens)`` lets tests inject a memory limit.
     """
     import torch
@@ -216,7 +219,7 @@ def score_last(
     stats.batch_tokens = budget
     targets = torch.tensor(list(target_ids), device=lm.device)
     runner = make_runner(lm, packed, stats)
-    checker = runner.exact_twin() if recheck_margin > 0 and len(target_ids) > 1 else None
+    checker = runner.exact_twin() if recheck_margin > 0 and len(target_ids) > 1 and not lse else None
     stats.recheck_margin = recheck_margin if checker else 0.0
     if checker is not None:  # prefixes computed once, in float32, serve both passes
         runner.exact_prefix = True
@@ -304,7 +307,7 @@ def score_last(
                 n = len(idx) * max(lens) if runner.one_prefix_per_batch else sum(lens)
                 if oom_guard:
                     oom_guard(n)
-                logits = runner.score(run_segs, targets)
+                logits = runner.score(run_segs, targets, lse)
                 stats.batches += 1
                 stats.tokens_run += sum(lens)
                 stats.padded_tokens += n - sum(lens)
