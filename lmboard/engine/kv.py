@@ -129,6 +129,9 @@ class HFRunner:
             return prefix_kv(self.lm, ids)
         return extend_kv(self.lm, slice_kv(base, base_len), base_len, ids)
 
+    def prefixes(self, reqs):
+        return [self.prefix(*r) for r in reqs]  # the transformers cache: one prefix per forward
+
     def sliced(self, cache, n: int):
         return slice_kv(cache, n)
 

@@ -299,9 +299,14 @@ class PackedRunner:
         return None if self.exact or self.pm.dtype == torch.float32 else PackedRunner(self.lm, self.pm, exact=True)
 
     def prefix(self, base: PrefixKV | None, base_len: int, ids: Sequence[int]) -> PrefixKV:
-        start = base.sliced(base_len) if base is not None else None
-        new = self.pm.forward([Segment(list(ids), start)], kv_out=True, exact=self.exact_prefix)[1][0]
-        return start.extended(new) if start is not None else new
+        return self.prefixes([(base, base_len, ids)])[0]
+
+    def prefixes(self, reqs: Sequence[tuple[PrefixKV | None, int, Sequence[int]]]) -> list[PrefixKV]:
+        """Several prefix caches in one packed forward: (cache grown from, its tokens kept, new ids)."""
+        starts = [base.sliced(n) if base is not None else None for base, n, _ in reqs]
+        news = self.pm.forward([Segment(list(ids), st) for (_, _, ids), st in zip(reqs, starts, strict=True)],
+                               kv_out=True, exact=self.exact_prefix)[1]
+        return [st.extended(new) if st is not None else new for st, new in zip(starts, news, strict=True)]
 
     def sliced(self, cache: PrefixKV, n: int) -> PrefixKV:
         return cache.sliced(n)

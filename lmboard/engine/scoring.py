@@ -241,22 +241,49 @@ def score_last(
     caches: dict[int, object] = {}
     exact_caches = caches if runner.exact_prefix else {}
 
-    def cache(j: int, exact: bool = False):
+    def ensure(js, exact: bool = False) -> None:
+        """Compute the caches ``js`` need (and those they grow from) that are not held yet:
+        in rounds (a cache after the one it grows from), packed by the token budget, so the
+        prompts of many one-review groups run together rather than one forward each."""
         store, run_ = (exact_caches, checker) if exact else (caches, runner)
-        if j not in store:
-            b, m, shared = base[j], reuse[j], groups[j].shared
-            store[j] = run_.prefix(cache(b, exact) if b is not None else None, m, shared[m:])
-            stats.tokens_run += len(shared) - m
-            if store is caches:
-                stats.prefix_tokens_reused -= len(shared) - m
-        return store[j]
+        need: list[int] = []
+
+        def add(j: int) -> None:
+            if j not in store and j not in need:
+                if base[j] is not None:
+                    add(base[j])
+                need.append(j)
+
+        for j in js:
+            add(j)
+        while need:
+            ready = [j for j in need if base[j] is None or base[j] in store]
+            chunk, size = [], 0
+            for j in ready + [None]:
+                n = 0 if j is None else len(groups[j].shared) - reuse[j]
+                if chunk and (j is None or size + n > budget):
+                    outs = run_.prefixes([(store[base[c]] if base[c] is not None else None, reuse[c],
+                                           groups[c].shared[reuse[c]:]) for c in chunk])
+                    for c, kv in zip(chunk, outs, strict=True):
+                        store[c] = kv
+                        new_tokens = len(groups[c].shared) - reuse[c]
+                        stats.tokens_run += new_tokens
+                        if store is caches:
+                            stats.prefix_tokens_reused -= new_tokens
+                    chunk, size = [], 0
+                if j is not None:
+                    chunk.append(j)
+                    size += n
+            need = [j for j in need if j not in store]
 
     def views_for(idx: list[int], exact: bool = False) -> dict:
+        store = exact_caches if exact else caches
+        ensure(sorted({segs[i].ref[0] for i in idx if segs[i].ref is not None}), exact)
         views: dict[tuple[int, int], object] = {}
         for i in idx:
             ref = segs[i].ref
             if ref is not None and ref not in views:
-                c = cache(ref[0], exact)
+                c = store[ref[0]]
                 views[ref] = c if ref[1] == len(groups[ref[0]].shared) else runner.sliced(c, ref[1])
         return views
 
