@@ -182,3 +182,39 @@ def test_out_of_memory_backs_off_and_gives_the_same_answers(tiny_sp):
     # a single item that cannot fit is an error, not an endless loop
     with pytest.raises(InjectedOOM):
         score_last(tiny_sp, items[:1], targets, batch_tokens=4096, oom_guard=lambda t: guard(10**6))
+
+
+def test_prefixes_run_packed_together_and_back_off(tiny_sp, monkeypatch):
+    """One prefix per review (classification): the prompts' caches are computed many per
+    forward, split on out-of-memory, and give what the full prompts give."""
+    from lmboard.engine import kv, packed
+
+    calls = []
+    for runner in (kv.HFRunner, packed.PackedRunner):
+        monkeypatch.setattr(runner, "prefixes", lambda self, reqs, orig=runner.prefixes: (calls.append(len(reqs)), orig(self, reqs))[1])
+    tok = tiny_sp.tokenizer
+    texts = [f"Review {i}: the room was {'clean' if i % 2 else 'noisy'} and the staff " + "very " * (i % 5) + "kind."
+             for i in range(12)]
+    items = [ScoreItem(f"{i}.{j}", tok(t).input_ids + extra, t) for i, t in enumerate(texts) for j, extra in enumerate(([5], [6, 7]))]
+    targets = [5, 6, 7, 8]
+
+    def collect(**kw):
+        got = {}
+        stats = score_last(tiny_sp, items, targets, on_batch=lambda rows: got.update(rows), lse=True, **kw)
+        return got, stats
+
+    ref, ref_stats = collect(batch_tokens=4096)
+    assert max(calls) > 1 and ref_stats.prefix_groups == len(texts) and ref_stats.oom_backoffs == 0
+    limit = max(len(it.ids) for it in items)
+
+    def guard(tokens):
+        if tokens > limit:
+            raise InjectedOOM(f"injected: {tokens} > {limit}")
+
+    calls.clear()
+    got, stats = collect(batch_tokens=4096, oom_guard=guard)
+    assert stats.oom_backoffs > 0 and max(calls) < len(texts)
+    full, _ = collect(batch_tokens=4096, prefix_reuse=False)
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], atol=1e-5)
+        np.testing.assert_allclose(full[k], ref[k], atol=1e-4)

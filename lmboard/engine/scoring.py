@@ -262,19 +262,24 @@ def score_last(
             for j in ready + [None]:
                 n = 0 if j is None else len(groups[j].shared) - reuse[j]
                 if chunk and (j is None or size + n > budget):
-                    outs = run_.prefixes([(store[base[c]] if base[c] is not None else None, reuse[c],
-                                           groups[c].shared[reuse[c]:]) for c in chunk])
-                    for c, kv in zip(chunk, outs, strict=True):
-                        store[c] = kv
-                        new_tokens = len(groups[c].shared) - reuse[c]
-                        stats.tokens_run += new_tokens
-                        if store is caches:
-                            stats.prefix_tokens_reused -= new_tokens
+                    run_with_backoff(chunk, lambda part: compute(part, store, run_), on_oom=halve)
                     chunk, size = [], 0
                 if j is not None:
                     chunk.append(j)
                     size += n
             need = [j for j in need if j not in store]
+
+    def compute(chunk: list[int], store: dict, run_) -> None:
+        fresh = [len(groups[c].shared) - reuse[c] for c in chunk]
+        if oom_guard:
+            oom_guard(sum(fresh))
+        outs = run_.prefixes([(store[base[c]] if base[c] is not None else None, reuse[c],
+                               groups[c].shared[reuse[c]:]) for c in chunk])
+        for c, kv, n in zip(chunk, outs, fresh, strict=True):
+            store[c] = kv
+            stats.tokens_run += n
+            if store is caches:
+                stats.prefix_tokens_reused -= n
 
     def views_for(idx: list[int], exact: bool = False) -> dict:
         store = exact_caches if exact else caches
