@@ -10,8 +10,8 @@ construction: lmboard renders them (template, balanced shots from the train spli
 lm-eval reads them from a generated JSONL task (doc_to_text "{{prompt}}", choices
 负面/正面, target delimiter ""), so lm-eval's own few-shot machinery is not involved.
 lm-eval runs its usual setting for this model (float32, batch 16); lmboard its defaults
-(float32 for label log-likelihoods). Prints per setting: items/s for both (scoring phase,
-whole command), the ratio, the agreement of predictions, the largest difference of
+(float32 for label log-likelihoods). Prints per setting: items/s for both (whole command;
+lmboard's scoring phase too), the ratio, the agreement of predictions, the largest difference of
 summed log-probabilities, both accuracies and macro-F1; last line: one JSON object.
 """
 

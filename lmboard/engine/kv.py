@@ -124,13 +124,10 @@ class HFRunner:
     def __init__(self, lm):
         self.lm = lm
 
-    def prefix(self, base, base_len: int, ids: Sequence[int]):
-        if base is None:
-            return prefix_kv(self.lm, ids)
-        return extend_kv(self.lm, slice_kv(base, base_len), base_len, ids)
-
     def prefixes(self, reqs):
-        return [self.prefix(*r) for r in reqs]  # the transformers cache: one prefix per forward
+        """(cache grown from, its tokens kept, new ids) each; the transformers cache takes one per forward."""
+        return [prefix_kv(self.lm, ids) if base is None else extend_kv(self.lm, slice_kv(base, n), n, ids)
+                for base, n, ids in reqs]
 
     def sliced(self, cache, n: int):
         return slice_kv(cache, n)

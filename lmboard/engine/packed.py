@@ -298,9 +298,6 @@ class PackedRunner:
 
         return None if self.exact or self.pm.dtype == torch.float32 else PackedRunner(self.lm, self.pm, exact=True)
 
-    def prefix(self, base: PrefixKV | None, base_len: int, ids: Sequence[int]) -> PrefixKV:
-        return self.prefixes([(base, base_len, ids)])[0]
-
     def prefixes(self, reqs: Sequence[tuple[PrefixKV | None, int, Sequence[int]]]) -> list[PrefixKV]:
         """Several prefix caches in one packed forward: (cache grown from, its tokens kept, new ids)."""
         starts = [base.sliced(n) if base is not None else None for base, n, _ in reqs]

@@ -144,20 +144,37 @@ def plan_segments(groups: list[_Group], base: list[int | None], reuse: list[int]
     return segs, cached
 
 
+def in_order(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Consecutive indices in batches of at most ``budget`` tokens in all (one over-long item runs alone)."""
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    total = 0
+    for i, n in enumerate(lengths):
+        if cur and total + n > budget:
+            batches.append(cur)
+            cur, total = [], 0
+        cur.append(i)
+        total += n
+    if cur:
+        batches.append(cur)
+    return batches
+
+
 def pack_segments(segs: list[_Seg], budget: int, one_prefix: bool) -> list[list[int]]:
     """Consecutive segments in batches of at most ``budget`` tokens (padded tokens when
     the runner pads: count x longest). Deterministic: a resumed run gets the same batches."""
+    if not one_prefix:
+        return in_order([len(s.ids) for s in segs], budget)
     batches: list[list[int]] = []
     cur: list[int] = []
-    longest = total = 0
+    longest = 0
     for i, s in enumerate(segs):
         n = len(s.ids)
-        cost = (len(cur) + 1) * max(longest, n) if one_prefix else total + n
-        if cur and (cost > budget or (one_prefix and s.ref != segs[cur[0]].ref)):
+        if cur and ((len(cur) + 1) * max(longest, n) > budget or s.ref != segs[cur[0]].ref):
             batches.append(cur)
-            cur, longest, total = [], 0, 0
+            cur, longest = [], 0
         cur.append(i)
-        longest, total = max(longest, n), total + n
+        longest = max(longest, n)
     if cur:
         batches.append(cur)
     return batches
@@ -258,28 +275,23 @@ def score_last(
             add(j)
         while need:
             ready = [j for j in need if base[j] is None or base[j] in store]
-            chunk, size = [], 0
-            for j in ready + [None]:
-                n = 0 if j is None else len(groups[j].shared) - reuse[j]
-                if chunk and (j is None or size + n > budget):
-                    run_with_backoff(chunk, lambda part: compute(part, store, run_), on_oom=halve)
-                    chunk, size = [], 0
-                if j is not None:
-                    chunk.append(j)
-                    size += n
+            for part in in_order([fresh(j) for j in ready], budget):
+                run_with_backoff([ready[k] for k in part], lambda chunk: compute(chunk, store, run_), on_oom=halve)
             need = [j for j in need if j not in store]
 
+    def fresh(j: int) -> int:  # the tokens cache j runs beyond the one it grows from
+        return len(groups[j].shared) - reuse[j]
+
     def compute(chunk: list[int], store: dict, run_) -> None:
-        fresh = [len(groups[c].shared) - reuse[c] for c in chunk]
         if oom_guard:
-            oom_guard(sum(fresh))
+            oom_guard(sum(map(fresh, chunk)))
         outs = run_.prefixes([(store[base[c]] if base[c] is not None else None, reuse[c],
                                groups[c].shared[reuse[c]:]) for c in chunk])
-        for c, kv, n in zip(chunk, outs, fresh, strict=True):
+        for c, kv in zip(chunk, outs, strict=True):
             store[c] = kv
-            stats.tokens_run += n
+            stats.tokens_run += fresh(c)
             if store is caches:
-                stats.prefix_tokens_reused -= n
+                stats.prefix_tokens_reused -= fresh(c)
 
     def views_for(idx: list[int], exact: bool = False) -> dict:
         store = exact_caches if exact else caches
