@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "chnsenticorp" / "ChnSentiCorp_htl_all.csv"
 sys.path.insert(0, str(ROOT))
 
-from lmboard.tasks import classify as C  # noqa: E402
+from lmboard.metrics.classification import classification_report  # noqa: E402
+from lmboard.tasks import classify  # noqa: E402
 
 LABELS = {"0": "负面", "1": "正面"}
 SEED = 123
@@ -49,17 +50,17 @@ metric_list:
 """
 
 
-def prompts(shots: int, test_size: int) -> tuple[list[C.Example], list[str]]:
+def prompts(shots: int, test_size: int) -> tuple[list[classify.Example], list[str]]:
     """The test reviews and their prompts, as `lmboard eval --task classify` builds them."""
-    settings = C.ClassifySettings(LABELS, shots=shots, seed=SEED)
-    examples, _ = C.load_examples(DATA, "review", "label", LABELS)
-    train, test = C.split(examples, 0.8, SEED)
+    settings = classify.ClassifySettings(LABELS, shots=shots, seed=SEED)
+    examples, _ = classify.load_examples(DATA, "review", "label", LABELS)
+    train, test = classify.split(examples, 0.8, SEED)
     test = test[:test_size]
-    shot_rows = C.pick_shots(train, settings)
-    return test, [C.render(settings, shot_rows, e.text) for e in test]
+    shot_rows = classify.pick_shots(train, settings)
+    return test, [classify.render(settings, shot_rows, e.text) for e in test]
 
 
-def run_lm_eval(tmp: Path, shots: int, test: list[C.Example], texts: list[str]) -> tuple[dict, float]:
+def run_lm_eval(tmp: Path, shots: int, test: list[classify.Example], texts: list[str]) -> tuple[dict, float]:
     from lmboard.models.aliases import SMOLLM2_FILE, smollm2_dir
 
     names = list(LABELS.values())
@@ -112,7 +113,7 @@ def main() -> None:
             same = sum(le_pred[i] == ours[e.line]["pred"] for i, e in enumerate(test))
             diff = max(abs(a - b) for i, e in enumerate(test) for a, b in zip(le_ll[i], ours[e.line]["scores"], strict=True))
             mismatched = sum(r["prompt"] != texts[r["doc_id"]] for r in le)
-            le_m = C.metrics([e.label for e in test], [le_pred[i] for i in range(n)], names)
+            le_m = classification_report([e.label for e in test], [le_pred[i] for i in range(n)], names)
             row = {
                 "ratio": round(le_wall / lb_wall, 2),
                 "agreement": round(same / n, 4),

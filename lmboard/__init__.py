@@ -1,7 +1,9 @@
-"""lmboard: evaluate and compare large language models."""
+"""lmboard: evaluate and compare large language models.
 
-__version__ = "0.1.0"
+The public decorators for plugins; everything else is imported from its module.
+"""
 
-from lmboard.models.registry import register_llm_infer, register_model  # noqa: E402
+from lmboard.registry import register_alias, register_llm_infer, register_model, register_task
+from lmboard.version import __version__
 
-__all__ = ["register_model", "register_llm_infer", "__version__"]
+__all__ = ["register_model", "register_alias", "register_llm_infer", "register_task", "__version__"]

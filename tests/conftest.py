@@ -1,20 +1,21 @@
-"""Shared fixtures: the real SmolLM2 model, the real data, and a tiny random model with a
-SentencePiece tokenizer built here (for fast unit tests)."""
+"""Shared fixtures: the real SmolLM2 model, a tiny random model with a SentencePiece
+tokenizer built here (for fast unit tests), and a real `transformers serve`.
+
+tests/unit: fast, tiny fixtures, the CLI in this process (``pytest -m "not slow"``).
+tests/e2e: SmolLM2, real data, servers, the CLI in subprocesses; every test there is
+marked slow here. Helpers live in helpers.py (import them from there, not from here).
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-MMLU = DATA / "mmlu"
+from helpers import MMLU
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -23,22 +24,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LMBOARD_CACHE", tempfile.mkdtemp(prefix="lmboard-cache-"))
 
 
-def lmboard(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the real command line in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "lmboard", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        cwd=ROOT,
-    )
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if E2E in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
 def smollm2_fp32():
-    from lmboard.config import parse_model_spec
     from lmboard.models.registry import load_model
+    from lmboard.models.spec import parse_model_spec
 
     return load_model(parse_model_spec("smollm2,dtype=float32"))
 
@@ -97,8 +95,8 @@ def sp_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_sp(sp_model_dir):
-    from lmboard.config import parse_model_spec
     from lmboard.models.registry import load_model
+    from lmboard.models.spec import parse_model_spec
 
     return load_model(parse_model_spec(f"hf:{sp_model_dir},dtype=float32"))
 

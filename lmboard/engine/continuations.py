@@ -4,33 +4,31 @@
 once and shared by all its labels; each label runs as [last prompt token, label tokens
 except the last], so that position j predicts label token j. ``score_labels`` does the
 same for many prompts on the scoring engine (prefix reuse across prompts, packed
-batches). Tokenization follows lm-evaluation-harness: the label's tokens are those the
-tokenizer gives prompt + label beyond the prompt's own tokens.
+batches). Tokenization is ``LocalLM.encode_pair``: the label's tokens are those the
+tokenizer gives prompt + label beyond the prompt's own tokens (as lm-evaluation-harness).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from lmboard.config import EngineSettings
 from lmboard.engine.kv import head_logits, hidden_on_prefix, prefix_kv
-from lmboard.engine.scoring import EngineStats, ScoreItem, score_last
+from lmboard.engine.scoring import EngineSettings, EngineStats, ScoreHooks, ScoreItem, score_last
+from lmboard.lm import LocalLM
 
 
-def continuation_ids(tokenizer, prompt: str, conts: Sequence[str], special: bool = True) -> tuple[list[int], list[list[int]]]:
-    ctx = tokenizer(prompt, add_special_tokens=special).input_ids
+def continuation_ids(lm: LocalLM, prompt: str, conts: Sequence[str], special: bool = True) -> tuple[list[int], list[list[int]]]:
+    """(prompt ids, each continuation's ids after it)."""
+    ctx: list[int] = []
     out = []
     for c in conts:
-        whole = tokenizer(prompt + c, add_special_tokens=special).input_ids
-        cont = whole[len(ctx):]
-        if not cont:  # the label merged into the prompt's last token: score its own tokens
-            cont = tokenizer(c, add_special_tokens=False).input_ids
-        out.append(cont)
+        ctx, ids = lm.encode_pair(prompt, c, special)
+        out.append(ids)
     return ctx, out
 
 
-def label_logprobs(lm, prompt_ids: list[int], label_ids: Sequence[Sequence[int]]) -> list[float]:
+def label_logprobs(lm: LocalLM, prompt_ids: list[int], label_ids: Sequence[Sequence[int]]) -> list[float]:
     """Summed log-probability of each label's tokens after the prompt."""
     import torch
 
@@ -55,7 +53,7 @@ class LabelItem:
 
 
 def score_labels(
-    lm,
+    lm: LocalLM,
     items: Sequence[LabelItem],
     engine: EngineSettings,
     on_item: Callable[[str, list[float]], None],
@@ -95,5 +93,5 @@ def score_labels(
                 if progress:
                     progress(1)
 
-    return score_last(lm, parts, targets, batch_tokens=engine.batch_tokens, prefix_reuse=engine.prefix_reuse,
-                      packed=engine.packed, lse=True, on_batch=on_batch)
+    # label log-likelihoods have no close-call recheck (lse rows): exact dtype is the caller's choice
+    return score_last(lm, parts, targets, replace(engine, recheck_margin=0.0), ScoreHooks(on_batch=on_batch), lse=True)

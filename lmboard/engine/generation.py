@@ -1,7 +1,11 @@
-"""Batched generation for local transformers models.
+"""Generation: one entry point for every model, and batched generation for local ones.
 
-Prompts are rendered with the model's chat template (add_generation_prompt=True) unless
-raw, sorted longest first, batched with LEFT padding and an attention mask (right
+``generate`` and ``stream`` take any model: a local one (Capability.LOGITS) runs here,
+an endpoint or a plugin answers itself (Capability.GENERATE / STREAM); a model that can
+do neither is a one-line error naming the capability.
+
+Local prompts are rendered with the model's chat template (add_generation_prompt=True)
+unless raw, sorted longest first, batched with LEFT padding and an attention mask (right
 padding would put pad tokens between the prompt and the answer), and generated with
 every end-of-turn id as a stop. The answer excludes the prompt and special tokens.
 """
@@ -11,10 +15,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
-from lmboard.config import GenerationSettings
+from lmboard.engine import transformers_api
 from lmboard.engine.batching import pack, run_with_backoff
-from lmboard.models.base import GenRequest, GenResult
+from lmboard.lm import (
+    LM,
+    Capability,
+    GeneratingLM,
+    GenerationSettings,
+    GenRequest,
+    GenResult,
+    LocalLM,
+    StreamingLM,
+    capability_error,
+)
 
 # Tokens of work (prompt + new tokens, summed over the batch) per generate call on a
 # CPU; on this class of machine decode throughput stops growing past ~32 sequences.
@@ -22,7 +37,7 @@ CPU_GEN_BUDGET = 32 * 640
 MAX_BATCH = 64
 
 
-def render(lm, req: GenRequest, settings: GenerationSettings) -> tuple[str, bool]:
+def render(lm: LocalLM, req: GenRequest, settings: GenerationSettings) -> tuple[str, bool]:
     """(prompt text, whether the tokenizer should add its special tokens)."""
     if settings.raw or req.text is not None and not req.messages:
         text = req.text if req.text is not None else "\n\n".join(m["content"] for m in req.messages)
@@ -34,7 +49,7 @@ def render(lm, req: GenRequest, settings: GenerationSettings) -> tuple[str, bool
     return lm.render_chat(messages), False
 
 
-def generation_config(lm, settings: GenerationSettings):
+def generation_config(lm: LocalLM, settings: GenerationSettings):
     """The model's own generation_config, overridden only where the user spoke."""
     import copy
 
@@ -80,83 +95,102 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return text[: min(idx)], True
 
 
-def generate_batched(
-    lm, requests: Sequence[GenRequest], settings: GenerationSettings, batch_size: int | None = None
-) -> Iterator[GenResult]:
+def generate(lm: LM, requests: Sequence[GenRequest], settings: GenerationSettings, batch_size: int | None = None,
+             concurrency: int = 8) -> Iterator[GenResult]:
+    """Answers to ``requests`` from any model, yielded as they complete (match by key).
+    ``batch_size``: prompts per batch for a local model (None: packed by a token budget);
+    ``concurrency``: requests in flight for an endpoint."""
+    if Capability.LOGITS in lm.capabilities:
+        yield from generate_batched(lm, requests, settings, batch_size)  # type: ignore[arg-type]
+    elif Capability.GENERATE in lm.capabilities:
+        gen: GeneratingLM = lm  # type: ignore[assignment]
+        yield from gen.generate(requests, settings, concurrency)
+    else:
+        raise capability_error(lm.spec, lm.capabilities, Capability.GENERATE, "generation")
+
+
+def stream(lm: LM, messages: Sequence[dict[str, str]], settings: GenerationSettings) -> Iterator[str]:
+    """One chat answer, piece by piece, from any model that can stream one."""
+    if Capability.LOGITS in lm.capabilities:
+        yield from stream_one(lm, messages, settings)  # type: ignore[arg-type]
+    elif Capability.STREAM in lm.capabilities:
+        streaming: StreamingLM = lm  # type: ignore[assignment]
+        yield from streaming.stream(messages, settings)
+    else:
+        raise capability_error(lm.spec, lm.capabilities, Capability.STREAM, "a streamed chat")
+
+
+def _batches(lm: LocalLM, ids: list[list[int]], settings: GenerationSettings, batch_size: int | None) -> list[list[int]]:
+    if batch_size:
+        order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    budget = CPU_GEN_BUDGET if lm.device.type == "cpu" else 64 * 4096
+    return pack([len(i) + settings.max_new_tokens for i in ids], budget, max_batch=MAX_BATCH)
+
+
+def _left_padded(ids: list[list[int]], pad: int):
     import torch
 
-    tok = lm.tokenizer
+    width = max(len(i) for i in ids)
+    x = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        x[row, width - len(seq):] = torch.tensor(seq)
+        mask[row, width - len(seq):] = 1
+    return x, mask
+
+
+def _answer(lm: LocalLM, new: list[int], eos: set[int], settings: GenerationSettings) -> tuple[str, int, str]:
+    """(text, tokens before the stop, finish reason) of one row's new tokens."""
+    n, hit_eos = len(new), False
+    for j, t in enumerate(new):
+        if t in eos:
+            n, hit_eos = j, True
+            break
+    text, hit_stop = cut_at_stop(lm.tokenizer.decode(new[:n], skip_special_tokens=True), settings.stop)
+    if not hit_eos and n == len(new) and n < settings.max_new_tokens:
+        hit_stop = True  # generation ended early: a stop string matched
+    return text, n, "stop" if hit_eos or hit_stop else "length"
+
+
+def generate_batched(lm: LocalLM, requests: Sequence[GenRequest], settings: GenerationSettings,
+                     batch_size: int | None = None) -> Iterator[GenResult]:
+    import torch
+
     gc = generation_config(lm, settings)
     eff = effective_settings(gc, settings)
     rendered = [render(lm, r, settings) for r in requests]
-    ids = [tok(t, add_special_tokens=s).input_ids for t, s in rendered]
-    lengths = [len(i) + settings.max_new_tokens for i in ids]
-    if batch_size:
-        order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    else:
-        budget = CPU_GEN_BUDGET if lm.device.type == "cpu" else 64 * 4096
-        batches = pack(lengths, budget, max_batch=MAX_BATCH)
+    ids = [lm.encode(t, s) for t, s in rendered]
     eos = set(gc.eos_token_id or [])
     results: list[GenResult] = []
 
     def run(idx: list[int]) -> None:
-        width = max(len(ids[i]) for i in idx)
-        pad = tok.pad_token_id
-        x = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):  # left padding
-            x[row, width - len(ids[i]) :] = torch.tensor(ids[i])
-            mask[row, width - len(ids[i]) :] = 1
+        x, mask = _left_padded([ids[i] for i in idx], lm.tokenizer.pad_token_id)
         torch.manual_seed(settings.seed)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = lm.model.generate(
-                input_ids=x.to(lm.device),
-                attention_mask=mask.to(lm.device),
-                generation_config=gc,
-                stop_strings=list(settings.stop) or None,
-                tokenizer=tok if settings.stop else None,
-            )
+            out = lm.model.generate(input_ids=x.to(lm.device), attention_mask=mask.to(lm.device), generation_config=gc,
+                                    stop_strings=list(settings.stop) or None,
+                                    tokenizer=lm.tokenizer if settings.stop else None)
         latency = time.perf_counter() - t0
         for row, i in enumerate(idx):
-            new = out[row, width:].tolist()
-            n, hit_eos = len(new), False
-            for j, t in enumerate(new):
-                if t in eos:
-                    n, hit_eos = j, True
-                    break
-            text = tok.decode(new[:n], skip_special_tokens=True)
-            text, hit_stop = cut_at_stop(text, settings.stop)
-            if not hit_eos and n == len(new) and n < settings.max_new_tokens:
-                hit_stop = True  # generation ended early: a stop string matched
-            results.append(
-                GenResult(
-                    key=requests[i].key,
-                    output=text,
-                    prompt=rendered[i][0],
-                    prompt_tokens=len(ids[i]),
-                    output_tokens=n,
-                    latency_s=latency,
-                    finish_reason="stop" if hit_eos or hit_stop else "length",
-                    settings={**eff, "batch_size": len(idx)},
-                )
-            )
+            text, n, finish = _answer(lm, out[row, x.shape[1]:].tolist(), eos, settings)
+            results.append(GenResult(requests[i].key, text, rendered[i][0], len(ids[i]), n, latency, finish,
+                                     {**eff, "batch_size": len(idx)}))
 
-    for b in batches:
+    for b in _batches(lm, ids, settings, batch_size):
         run_with_backoff(b, run)
         yield from results
         results.clear()
 
 
-def stream_one(lm, messages: Sequence[dict[str, str]], settings: GenerationSettings) -> Iterator[str]:
+def stream_one(lm: LocalLM, messages: Sequence[dict[str, str]], settings: GenerationSettings) -> Iterator[str]:
     """One chat answer, streamed piece by piece (for `lmboard chat`)."""
     import torch
-    from transformers import TextIteratorStreamer
 
     text, special = render(lm, GenRequest("chat", tuple(messages)), settings)
     x = lm.tokenizer(text, add_special_tokens=special, return_tensors="pt").to(lm.device)
-    streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer = transformers_api.text_streamer(lm.tokenizer)
     gc = generation_config(lm, settings)
     torch.manual_seed(settings.seed)
 
@@ -168,3 +202,18 @@ def stream_one(lm, messages: Sequence[dict[str, str]], settings: GenerationSetti
     th.start()
     yield from streamer
     th.join()
+
+
+def prefill(lm: LocalLM, ids: Any, mask: Any) -> None:
+    """One forward over a batch of prompts (timed alone by ``lmboard speed``)."""
+    lm.model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1)
+
+
+def generate_exactly(lm: LocalLM, ids: Any, mask: Any, new_tokens: int, streamer: Any) -> Any:
+    """Greedy, exactly ``new_tokens`` per row (end-of-sequence ignored); ``streamer.put``
+    sees the prompt, then each step's tokens."""
+    return lm.model.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+        streamer=streamer, eos_token_id=None, pad_token_id=lm.tokenizer.pad_token_id,
+        temperature=None, top_p=None, top_k=None, generation_config=lm.model.generation_config,
+    )

@@ -23,10 +23,16 @@ MLPs and unquantized weights. Other models run the transformers forward.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from lmboard.engine.arch import has_sliding_window, text_config
+from lmboard.lm import LocalLM
 
 SUPPORTED = ("llama", "mistral", "qwen2")
+_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (PackedModel or None, why not)
 
 
 @dataclass
@@ -73,7 +79,7 @@ class PackedModel:
     def __init__(self, model):
         import torch
 
-        cfg = model.config.get_text_config()
+        cfg = text_config(model)
         dec = model.get_decoder()
         self.embed = dec.embed_tokens
         self.rotary = dec.rotary_emb
@@ -116,7 +122,6 @@ class PackedModel:
         segment), and, with ``kv_out``, each segment's own PrefixKV. ``exact`` computes
         in float32 throughout (weights upcast layer by layer; prefixes must be exact too)."""
         import torch
-        import torch.nn.functional as F
 
         cdt = torch.float32 if exact else self.dtype
         f32 = self._float32_weights() if exact and cdt != self.dtype else None
@@ -126,82 +131,119 @@ class PackedModel:
                 return t
             return f32[id(t)] if f32 is not None else t.to(cdt)
 
-        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-        dev = self.norm_w.device
-        lens = [len(s.ids) for s in segs]
-        b, total = len(segs), sum(lens)
-        ids = torch.tensor([t for s in segs for t in s.ids], device=dev)
-        local = torch.cat([torch.arange(n, device=dev) for n in lens])
-        seg_of = torch.repeat_interleave(torch.arange(b, device=dev), torch.tensor(lens, device=dev))
-        pos = local + torch.tensor([s.prefix.length if s.prefix else 0 for s in segs], device=dev)[seg_of]
-        buckets, slot = _buckets(lens, dev)
-        rect = sum(n * w for _, n, w in buckets)
-        cos, sin = self.rotary(torch.empty(0, device=dev, dtype=torch.float32), pos[None])
-        cos, sin = cos[0, :, None, :], sin[0, :, None, :]
-        groups: dict[int, tuple[PrefixKV, list[int]]] = {}
-        start = 0
-        for s, n in zip(segs, lens, strict=True):
-            if s.prefix is not None:
-                groups.setdefault(id(s.prefix), (s.prefix, []))[1].extend(range(start, start + n))
-            start += n
-        rows = {key: torch.tensor(r, device=dev) for key, (_, r) in groups.items()}
-        h_, kh, d = self.heads, self.kv_heads, self.head_dim
-        scale = d ** -0.5
-        x = self.embed(ids).float()
+        geo = _Geometry(segs, self.norm_w.device, self.rotary)
+        x = self.embed(geo.ids).float()
         new_k, new_v = [], []
         for li, L in enumerate(self.layers):
-            hs = self._norm(x, L.ln1).to(cdt)
-            qkv = F.linear(hs, wt(L.qkv), wt(L.qkv_b))
-            q = qkv[:, : h_ * d].view(total, h_, d).float()
-            k = qkv[:, h_ * d: (h_ + kh) * d].view(total, kh, d).float()
-            v = qkv[:, (h_ + kh) * d:].view(total, kh, d).float()
-            # attention in float32: as fast as bfloat16 in the fused CPU kernel, and its
-            # caches are exact for a float32 recheck
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            q, k, v = self._qkv(self._norm(x, L.ln1).to(cdt), wt(L.qkv), wt(L.qkv_b), geo)
             if kv_out:
                 new_k.append(k)
                 new_v.append(v)
-            # each segment against its own tokens: right-padded rectangles of segments of
-            # similar length (a pad only follows real tokens, so causal needs no mask)
-            qp = q.new_zeros(rect, h_, d).index_copy_(0, slot, q)
-            kp = k.new_zeros(rect, kh, d).index_copy_(0, slot, k)
-            vp = v.new_zeros(rect, kh, d).index_copy_(0, slot, v)
-            o_r = torch.empty(rect, h_, d, dtype=q.dtype, device=dev)
-            l_r = torch.empty(rect, h_, device=dev)
-            for off, n, w in buckets:
-                part = slice(off, off + n * w)
-                o_b, l_b = flash(qp[part].view(n, w, h_, d).transpose(1, 2), kp[part].view(n, w, kh, d).transpose(1, 2),
-                                 vp[part].view(n, w, kh, d).transpose(1, 2), 0.0, True, scale=scale)[:2]
-                o_r[part] = o_b.transpose(1, 2).reshape(n * w, h_, d)
-                l_r[part] = l_b.transpose(1, 2).reshape(n * w, h_)
-            o = o_r[slot]
-            if groups:
-                lse_s = l_r[slot]
-                o_p = torch.zeros_like(o)
-                lse_p = torch.full_like(lse_s, float("-inf"))
-                for key, (pre, _) in groups.items():
-                    r = rows[key]
-                    og, lg = flash(q[r].transpose(0, 1)[None], pre.k[li][None], pre.v[li][None], 0.0, False,
-                                   scale=scale)[:2]
-                    o_p.index_copy_(0, r, og[0].transpose(0, 1))
-                    lse_p.index_copy_(0, r, lg[0].transpose(0, 1))
-                lse = torch.logaddexp(lse_p, lse_s)
-                o = o_p * torch.exp(lse_p - lse).unsqueeze(-1) + o * torch.exp(lse_s - lse).unsqueeze(-1)
-            x = x + F.linear(o.reshape(total, h_ * d).to(cdt), wt(L.o), wt(L.o_b)).float()
-            gu = F.linear(self._norm(x, L.ln2).to(cdt), wt(L.gu))
-            x = x + F.linear(F.silu(gu[:, : self.inter]) * gu[:, self.inter:], wt(L.down)).float()
+            o = self._attention(q, k, v, li, geo)
+            x = self._mlp(x + torch.nn.functional.linear(o.reshape(geo.total, -1).to(cdt), wt(L.o), wt(L.o_b)).float(),
+                          L, wt, cdt)
         if keep == "last":
-            x = x[torch.tensor(lens, device=dev).cumsum(0) - 1]
+            x = x[torch.tensor(geo.lens, device=x.device).cumsum(0) - 1]
         h = self._norm(x, self.norm_w)
-        if not kv_out:
-            return h, None
-        kvs, start = [], 0
-        for n in lens:
-            kvs.append(PrefixKV([t[start:start + n].transpose(0, 1).contiguous() for t in new_k],
-                                [t[start:start + n].transpose(0, 1).contiguous() for t in new_v]))
+        return (h, _split_kv(new_k, new_v, geo.lens)) if kv_out else (h, None)
+
+    def _qkv(self, hs, w, b, geo: _Geometry):
+        """Fused q/k/v projection, rotary applied; attention inputs in float32."""
+        import torch.nn.functional as F
+
+        h_, kh, d = self.heads, self.kv_heads, self.head_dim
+        qkv = F.linear(hs, w, b)
+        q = qkv[:, : h_ * d].view(geo.total, h_, d).float()
+        k = qkv[:, h_ * d: (h_ + kh) * d].view(geo.total, kh, d).float()
+        v = qkv[:, (h_ + kh) * d:].view(geo.total, kh, d).float()
+        # attention in float32: as fast as bfloat16 in the fused CPU kernel, and its
+        # caches are exact for a float32 recheck
+        return q * geo.cos + _rotate_half(q) * geo.sin, k * geo.cos + _rotate_half(k) * geo.sin, v
+
+    def _attention(self, q, k, v, li: int, geo: _Geometry):
+        """Each segment against its own tokens, merged with the prefix part by log-sum-exp."""
+        import torch
+
+        o, lse_s = self._self_attention(q, k, v, geo)
+        if not geo.groups:
+            return o
+        o_p = torch.zeros_like(o)
+        lse_p = torch.full_like(lse_s, float("-inf"))
+        for key, (pre, _) in geo.groups.items():
+            r = geo.rows[key]
+            og, lg = _flash()(q[r].transpose(0, 1)[None], pre.k[li][None], pre.v[li][None], 0.0, False,
+                              scale=self.head_dim ** -0.5)[:2]
+            o_p.index_copy_(0, r, og[0].transpose(0, 1))
+            lse_p.index_copy_(0, r, lg[0].transpose(0, 1))
+        lse = torch.logaddexp(lse_p, lse_s)
+        return o_p * torch.exp(lse_p - lse).unsqueeze(-1) + o * torch.exp(lse_s - lse).unsqueeze(-1)
+
+    def _self_attention(self, q, k, v, geo: _Geometry):
+        """Right-padded rectangles of segments of similar length (a pad only follows real
+        tokens, so causal attention needs no mask); (output, log-sum-exp) per real token."""
+        import torch
+
+        h_, kh, d = self.heads, self.kv_heads, self.head_dim
+        rect, slot = geo.rect, geo.slot
+        qp = q.new_zeros(rect, h_, d).index_copy_(0, slot, q)
+        kp = k.new_zeros(rect, kh, d).index_copy_(0, slot, k)
+        vp = v.new_zeros(rect, kh, d).index_copy_(0, slot, v)
+        o_r = torch.empty(rect, h_, d, dtype=q.dtype, device=q.device)
+        l_r = torch.empty(rect, h_, device=q.device)
+        for off, n, w in geo.buckets:
+            part = slice(off, off + n * w)
+            o_b, l_b = _flash()(qp[part].view(n, w, h_, d).transpose(1, 2), kp[part].view(n, w, kh, d).transpose(1, 2),
+                                vp[part].view(n, w, kh, d).transpose(1, 2), 0.0, True, scale=d ** -0.5)[:2]
+            o_r[part] = o_b.transpose(1, 2).reshape(n * w, h_, d)
+            l_r[part] = l_b.transpose(1, 2).reshape(n * w, h_)
+        return o_r[slot], l_r[slot]
+
+    def _mlp(self, x, L: _Layer, wt, cdt):
+        import torch.nn.functional as F
+
+        gu = F.linear(self._norm(x, L.ln2).to(cdt), wt(L.gu))
+        return x + F.linear(F.silu(gu[:, : self.inter]) * gu[:, self.inter:], wt(L.down)).float()
+
+
+def _flash():
+    import torch
+
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+
+
+class _Geometry:
+    """A packed batch's layout: token ids and positions, rotary tables, the length
+    buckets of the self-attention rectangles, and the rows of each prefix group."""
+
+    def __init__(self, segs: Sequence[Segment], dev, rotary):
+        import torch
+
+        self.lens = lens = [len(s.ids) for s in segs]
+        self.total = sum(lens)
+        self.ids = torch.tensor([t for s in segs for t in s.ids], device=dev)
+        local = torch.cat([torch.arange(n, device=dev) for n in lens])
+        seg_of = torch.repeat_interleave(torch.arange(len(segs), device=dev), torch.tensor(lens, device=dev))
+        pos = local + torch.tensor([s.prefix.length if s.prefix else 0 for s in segs], device=dev)[seg_of]
+        self.buckets, self.slot = _buckets(lens, dev)
+        self.rect = sum(n * w for _, n, w in self.buckets)
+        cos, sin = rotary(torch.empty(0, device=dev, dtype=torch.float32), pos[None])
+        self.cos, self.sin = cos[0, :, None, :], sin[0, :, None, :]
+        self.groups: dict[int, tuple[PrefixKV, list[int]]] = {}
+        start = 0
+        for s, n in zip(segs, lens, strict=True):
+            if s.prefix is not None:
+                self.groups.setdefault(id(s.prefix), (s.prefix, []))[1].extend(range(start, start + n))
             start += n
-        return h, kvs
+        self.rows = {key: torch.tensor(r, device=dev) for key, (_, r) in self.groups.items()}
+
+
+def _split_kv(new_k: list, new_v: list, lens: list[int]) -> list[PrefixKV]:
+    kvs, start = [], 0
+    for n in lens:
+        kvs.append(PrefixKV([t[start:start + n].transpose(0, 1).contiguous() for t in new_k],
+                            [t[start:start + n].transpose(0, 1).contiguous() for t in new_v]))
+        start += n
+    return kvs
 
 
 def _buckets(lens: Sequence[int], dev, fill: float = 0.6):
@@ -252,13 +294,11 @@ def _fuse(linears, attr: str):
     return fused
 
 
-def supports(model, device) -> str | None:
+def supports(model: Any, device: Any) -> str | None:
     """None if the packed forward runs this model, else why not."""
     import torch
 
-    from lmboard.models.hf import has_sliding_window
-
-    cfg = model.config.get_text_config()
+    cfg = text_config(model)
     if getattr(cfg, "model_type", None) not in SUPPORTED:
         return f"architecture {getattr(cfg, 'model_type', '?')}"
     if device.type != "cpu" or not hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
@@ -275,12 +315,12 @@ def supports(model, device) -> str | None:
     return None
 
 
-def packed_for(lm) -> tuple[PackedModel | None, str | None]:
-    """The packed forward of ``lm``'s model, built once, or None and why not."""
-    if not hasattr(lm, "_packed"):
-        why = supports(lm.model, lm.device)
-        lm._packed = (PackedModel(lm.model) if why is None else None, why)
-    return lm._packed
+def packed_for(model: Any, device: Any) -> tuple[PackedModel | None, str | None]:
+    """The packed forward of ``model``, built once per model, or None and why not."""
+    if model not in _PACKED:
+        why = supports(model, device)
+        _PACKED[model] = (PackedModel(model) if why is None else None, why)
+    return _PACKED[model]
 
 
 class PackedRunner:
@@ -288,9 +328,8 @@ class PackedRunner:
 
     one_prefix_per_batch = False
 
-    def __init__(self, lm, pm: PackedModel, exact: bool = False):
+    def __init__(self, lm: LocalLM, pm: PackedModel, exact: bool = False):
         self.lm, self.pm, self.exact = lm, pm, exact
-        self.exact_prefix = exact  # prefixes in float32 (set when close calls are rechecked)
 
     def exact_twin(self) -> PackedRunner | None:
         """The same forward in float32, for close calls; None when it would be this one."""
@@ -298,11 +337,11 @@ class PackedRunner:
 
         return None if self.exact or self.pm.dtype == torch.float32 else PackedRunner(self.lm, self.pm, exact=True)
 
-    def prefixes(self, reqs: Sequence[tuple[PrefixKV | None, int, Sequence[int]]]) -> list[PrefixKV]:
+    def prefixes(self, reqs: Sequence[tuple[PrefixKV | None, int, Sequence[int]]], exact: bool = False) -> list[PrefixKV]:
         """Several prefix caches in one packed forward: (cache grown from, its tokens kept, new ids)."""
         starts = [base.sliced(n) if base is not None else None for base, n, _ in reqs]
         news = self.pm.forward([Segment(list(ids), st) for (_, _, ids), st in zip(reqs, starts, strict=True)],
-                               kv_out=True, exact=self.exact_prefix)[1]
+                               kv_out=True, exact=exact or self.exact)[1]
         return [st.extended(new) if st is not None else new for st, new in zip(starts, news, strict=True)]
 
     def sliced(self, cache: PrefixKV, n: int) -> PrefixKV:

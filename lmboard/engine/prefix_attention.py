@@ -17,11 +17,17 @@ Right-padded suffixes need no mask: pads come after every real token.
 from __future__ import annotations
 
 import threading
+import weakref
 from contextlib import contextmanager
+from typing import Any
+
+from lmboard.engine import transformers_api
+from lmboard.engine.arch import attention_softcap, has_sliding_window, text_config
 
 NAME = "lmboard_prefix"
 _state = threading.local()
 _registered = False
+_enabled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> whether it runs this attention
 
 
 def prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -29,10 +35,7 @@ def prefix_attention(module, query, key, value, attention_mask, scaling=None, dr
 
     prefix = getattr(_state, "kv", None)
     if prefix is None:
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
-                                      **kwargs)
+        return transformers_api.sdpa_attention(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     kp, vp = prefix[module.layer_idx]  # (1, H, P, D), already repeated to the query heads
     b, h, n, d = query.shape
     if key.shape[1] != h:  # grouped-query attention: each KV head serves h / kv query heads
@@ -49,27 +52,27 @@ def prefix_attention(module, query, key, value, attention_mask, scaling=None, dr
     return out.to(query.dtype).transpose(1, 2).contiguous(), None
 
 
-def enable(model, device) -> bool:
-    """Switch a CPU model to this attention where it fits (an SDPA decoder with no
-    sliding window and no soft-capping); returns whether it did."""
+def prefix_attention_enabled(model: Any, device: Any) -> bool:
+    """Whether ``model`` runs this attention, switching it on the first time it fits
+    (a CPU SDPA decoder with no sliding window and no soft-capping)."""
+    if model not in _enabled:
+        _enabled[model] = _enable(model, device)
+    return _enabled[model]
+
+
+def _enable(model: Any, device: Any) -> bool:
     global _registered
     import torch
 
-    cfg = model.config.get_text_config()
+    cfg = text_config(model)
     if device.type != "cpu" or getattr(cfg, "_attn_implementation", None) != "sdpa":
         return False
-    from lmboard.models.hf import has_sliding_window
-
-    if has_sliding_window(cfg) or getattr(cfg, "attn_logit_softcapping", None):
+    if has_sliding_window(cfg) or attention_softcap(cfg):
         return False
     if not hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
         return False
     if not _registered:
-        from transformers import AttentionInterface
-        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-        AttentionInterface.register(NAME, prefix_attention)
-        AttentionMaskInterface.register(NAME, sdpa_mask)
+        transformers_api.register_attention(NAME, prefix_attention)
         _registered = True
     try:
         model.set_attn_implementation(NAME)

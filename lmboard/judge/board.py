@@ -7,7 +7,6 @@ file) judged against a reference, or existing alpaca_eval annotation files.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from lmboard.errors import UsageError
+from lmboard.io import read_json_list
 from lmboard.judge.stats import bootstrap_ci, head2head, length_controlled
 
 ALPACA_COLUMNS = ["win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total",
@@ -34,23 +34,11 @@ class GeneratorResult:
     extra: dict = field(default_factory=dict)
 
 
-def _read_json_list(path: Path) -> list:
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
-    if not isinstance(data, list):
-        raise UsageError(f"{path}: expected a JSON list of entries")
-    return data
-
-
 def read_outputs(paths: list[Path]) -> dict[str, dict[str, str]]:
     """generator -> {instruction: output}; every entry must name its generator."""
     out: dict[str, dict[str, str]] = {}
     for path in paths:
-        for i, e in enumerate(_read_json_list(path)):
+        for i, e in enumerate(read_json_list(path)):
             if not isinstance(e, dict):
                 raise UsageError(f"{path}: entry {i}: expected an object")
             for k in ("generator", "instruction", "output"):
@@ -61,7 +49,7 @@ def read_outputs(paths: list[Path]) -> dict[str, dict[str, str]]:
 
 
 def read_reference(path: Path) -> tuple[str, dict[str, str]]:
-    entries = _read_json_list(path)
+    entries = read_json_list(path)
     ref: dict[str, str] = {}
     names = set()
     for i, e in enumerate(entries):
@@ -87,7 +75,7 @@ def read_annotations(paths: list[Path]) -> list[GeneratorResult]:
     """
     results: dict[str, GeneratorResult] = {}
     for path in paths:
-        entries = _read_json_list(path)
+        entries = read_json_list(path)
         gens = {e.get("generator_2") for e in entries if isinstance(e, dict)}
         for i, e in enumerate(entries):
             if not isinstance(e, dict):

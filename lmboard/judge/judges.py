@@ -13,10 +13,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from lmboard.config import GenerationSettings, ModelSpec, stable_hash
-from lmboard.judge import prompts as P
-from lmboard.models.base import GenRequest
+from lmboard.engine import EngineSettings, ScoreHooks, ScoreItem, generate, score_last
+from lmboard.judge import prompts
+from lmboard.lm import LM, Capability, GenerationSettings, GenRequest, LocalLM, LogprobLM, ModelSpec
 from lmboard.store import Store
+from lmboard.text import stable_hash
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,9 @@ def model_first(seed: int, instruction: str) -> bool:
 
 
 class Judge:
-    def __init__(self, lm, settings: JudgeSettings, store: Store):
+    def __init__(self, lm: LM, settings: JudgeSettings, store: Store):
         self.lm, self.settings, self.store = lm, settings, store
-        self.template = P.template_hash(settings.mode)
+        self.template = prompts.judge_template_hash(settings.mode)
         self.calls = 0  # requests actually sent to the judge (cache misses)
 
     # ---- cache
@@ -57,7 +58,7 @@ class Judge:
         """One record per comparison: preference (or grade), validity, consistency."""
         jobs = []  # (comparison index, first_is_model, lang, key)
         for n, c in enumerate(comparisons):
-            lang = P.choose_lang(c.instruction, self.settings.lang)
+            lang = prompts.choose_lang(c.instruction, self.settings.lang)
             if self.settings.mode == "single":
                 jobs.append((n, True, lang, self.key(c, True, lang)))
                 continue
@@ -93,30 +94,25 @@ class Judge:
 
     # ---- the judge itself
     def _judge(self, jobs: list[tuple[Comparison, bool, str]]) -> list[dict]:
-        if self.settings.mode == "pairwise" and hasattr(self.lm, "model") and hasattr(self.lm, "tokenizer"):
+        if self.settings.mode == "pairwise" and Capability.LOGITS in self.lm.capabilities:
             return self._pairwise_local(jobs)
         with ThreadPoolExecutor(max_workers=max(1, self.settings.concurrency)) as pool:
             return list(pool.map(lambda j: self._one_by_text(*j), jobs))
 
     def _messages(self, c: Comparison, first_is_model: bool, lang: str) -> list[dict[str, str]]:
         if self.settings.mode == "single":
-            return P.single_messages(c.instruction, c.output, c.reference, lang)
+            return prompts.single_messages(c.instruction, c.output, c.reference, lang)
         a, b = (c.output, c.reference) if first_is_model else (c.reference, c.output)
-        return P.pairwise_messages(c.instruction, a or "", b or "", lang)
+        return prompts.pairwise_messages(c.instruction, a or "", b or "", lang)
 
     def _pairwise_local(self, jobs) -> list[dict]:
         """A local model: the next-token probabilities of "m" and "M", read from the logits."""
-        from lmboard.engine.scoring import ScoreItem, score_last
-
-        tok = self.lm.tokenizer
-        texts = [self.lm.render_chat(self._messages(*j)) for j in jobs]
-        targets = []
-        for label in P.LABELS:
-            ids = tok(texts[0] + label, add_special_tokens=False).input_ids
-            targets.append(ids[len(tok(texts[0], add_special_tokens=False).input_ids)])
-        items = [ScoreItem(str(i), tok(t, add_special_tokens=False).input_ids) for i, t in enumerate(texts)]
+        lm: LocalLM = self.lm  # type: ignore[assignment]
+        texts = [lm.render_chat(self._messages(*j)) for j in jobs]
+        targets = [lm.encode_pair(texts[0], label, special=False)[1][0] for label in prompts.LABELS]
+        items = [ScoreItem(str(i), lm.encode(t, special=False)) for i, t in enumerate(texts)]
         got: dict[str, list[float]] = {}
-        score_last(self.lm, items, targets, on_batch=lambda rows: got.update(rows))
+        score_last(lm, items, targets, EngineSettings(recheck_margin=0.0), ScoreHooks(on_batch=got.update))
         self.calls += len(jobs)
         out = []
         for i, (_, first_is_model, _) in enumerate(jobs):
@@ -139,23 +135,22 @@ class Judge:
             s = settings if attempt == 0 else replace(settings, do_sample=True, temperature=0.7,
                                                       seed=self.settings.seed + 1)
             self.calls += 1
-            if hasattr(self.lm, "complete"):
-                extra = {} if single else {"logprobs": True, "top_logprobs": 5}
-                res, resp = self.lm.complete(req, s, **extra)
+            if not single and Capability.LOGPROBS in self.lm.capabilities:
+                lp: LogprobLM = self.lm  # type: ignore[assignment]
+                res, top = lp.first_token_logprobs(req, s, 5)
                 raw = res.output
-                if not single:
-                    p = _label_probs(resp)
-                    if p is not None:
-                        p_model = (1 - p) if first_is_model else p
-                        return {"value": 1 + p_model, "source": "logprobs", "first_is_model": first_is_model, "raw": raw}
+                p = _label_probs(top)
+                if p is not None:
+                    p_model = (1 - p) if first_is_model else p
+                    return {"value": 1 + p_model, "source": "logprobs", "first_is_model": first_is_model, "raw": raw}
             else:
-                raw = next(iter(self.lm.generate([req], s))).output
+                raw = next(iter(generate(self.lm, [req], s))).output
             if single:
-                g = P.parse_grade(raw)
+                g = prompts.parse_grade(raw)
                 if g is not None:
                     return {"value": g, "source": "parsed", "raw": raw[-300:]}
             else:
-                label = P.parse_label(raw)
+                label = prompts.parse_label(raw)
                 if label is not None:
                     second = label == "M"
                     model_won = second != first_is_model
@@ -164,17 +159,12 @@ class Judge:
         return {"value": None, "source": "invalid", "first_is_model": first_is_model, "raw": raw[-300:]}
 
 
-def _label_probs(resp) -> float | None:
+def _label_probs(top: dict[str, float] | None) -> float | None:
     """P("M") / (P("m") + P("M")) from the first token's top logprobs, if the server gave them."""
-    try:
-        content = resp.choices[0].logprobs.content
-        top = content[0].top_logprobs
-    except (AttributeError, IndexError, TypeError):
-        return None
     probs = {"m": 0.0, "M": 0.0}
-    for t in top or []:
-        tok = t.token.strip().strip("`'\"")
+    for token, logprob in (top or {}).items():
+        tok = token.strip().strip("`'\"")
         if tok in probs:
-            probs[tok] += math.exp(t.logprob)
+            probs[tok] += math.exp(logprob)
     total = probs["m"] + probs["M"]
     return probs["M"] / total if total > 0 else None

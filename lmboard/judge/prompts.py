@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 
-from lmboard.config import stable_hash
+from lmboard.text import is_mostly_cjk, template_hash
 
 PAIRWISE = {
     "en": {
@@ -61,13 +61,6 @@ SINGLE = {
 }
 
 LABELS = ("m", "M")
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
-_LETTER = re.compile(r"\w", re.UNICODE)
-
-
-def is_mostly_cjk(text: str) -> bool:
-    letters = len(_LETTER.findall(text))
-    return letters > 0 and len(_CJK.findall(text)) / letters > 0.5
 
 
 def choose_lang(instruction: str, lang: str) -> str:
@@ -94,8 +87,8 @@ def single_messages(instruction: str, output: str, reference: str | None, lang: 
     return [{"role": "system", "content": t["system"]}, {"role": "user", "content": user}]
 
 
-def template_hash(mode: str) -> str:
-    return stable_hash([mode, PAIRWISE if mode == "pairwise" else SINGLE])
+def judge_template_hash(mode: str) -> str:
+    return template_hash(mode, PAIRWISE if mode == "pairwise" else SINGLE)
 
 
 def parse_label(text: str) -> str | None:

@@ -19,6 +19,7 @@ from lmboard.judge.board import (
     write_board_csv,
 )
 from lmboard.judge.judges import Comparison, Judge, JudgeSettings
+from lmboard.metrics.bootstrap import bootstrap_mean_ci
 from lmboard.store import Store
 
 
@@ -82,14 +83,9 @@ def judge_outputs(
 
 def _single_row(gen: str, recs: list[dict], n_boot: int, seed: int, judge: str) -> dict:
     scores = np.array([r["score"] for r in recs if r["score"] is not None], dtype=float)
-    if len(scores):
-        rng = np.random.default_rng(seed)
-        means = scores[rng.integers(0, len(scores), size=(n_boot, len(scores)))].mean(axis=1)
-        lo, hi = np.quantile(means, [0.025, 0.975])
-        mean = float(scores.mean())
-    else:
-        lo = hi = mean = math.nan
-    return {"name": gen, "mean": mean, "ci_low": float(lo), "ci_high": float(hi), "n": int(len(scores)),
+    lo, hi = bootstrap_mean_ci(scores, n_boot, seed)
+    mean = float(scores.mean()) if len(scores) else math.nan
+    return {"name": gen, "mean": mean, "ci_low": lo, "ci_high": hi, "n": int(len(scores)),
             "n_invalid": sum(1 for r in recs if r["score"] is None), "judge": judge}
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lmboard.metrics.bootstrap import bootstrap_mean_ci
+
 
 def _clean(prefs: list[float | None]) -> tuple[np.ndarray, int]:
     """(valid preferences in [1, 2] with 0 read as 1.5, number of draws)."""
@@ -46,13 +48,8 @@ def head2head(prefs: list[float | None]) -> dict:
 def bootstrap_ci(prefs: list[float | None], n_resamples: int = 2000, seed: int = 0, level: float = 0.95):
     """Percentile interval of the win rate over instructions resampled with replacement."""
     x, _ = _clean(prefs)
-    if len(x) == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(x), size=(n_resamples, len(x)))
-    rates = (x[idx] - 1.0).mean(axis=1) * 100
-    lo, hi = np.quantile(rates, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
+    lo, hi = bootstrap_mean_ci((x - 1.0) * 100, n_resamples, seed, level)
+    return lo, hi
 
 
 @dataclass

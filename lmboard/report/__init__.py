@@ -1,0 +1,1 @@
+"""Reporting: result files (exam.py, classify.py), terminal tables (tables.py, speed.py)."""

@@ -15,37 +15,19 @@ import json
 from pathlib import Path
 
 from lmboard.errors import UsageError
+from lmboard.metrics.accuracy import exam_accuracy
 from lmboard.tasks.exam import MCExam
 from lmboard.tasks.exam_run import ExamResult, sample_key
 
 
 def aggregate(result: ExamResult, exam: MCExam, data: Path) -> dict:
-    """Accuracy per subject, subcategory and category, and the question-weighted mean.
-
-    Only groups with at least one scored question appear (the original prints NaN for
-    the others).
-    """
+    """Accuracy per subject, subcategory and category, the question-weighted mean, the time."""
     subcats_of, cats = exam.categories(data)
     cors = {s: [result.samples[sample_key(q)]["correct"] for q in qs] for s, qs in result.questions.items()}
-    subject_acc = {s: sum(c) / len(c) for s, c in cors.items() if c}
-    sub_cors: dict[str, list[bool]] = {}
-    cat_cors: dict[str, list[bool]] = {}
-    for s, c in cors.items():
-        for sub in subcats_of.get(s, []):
-            sub_cors.setdefault(sub, []).extend(c)
-            for cat, members in cats.items():
-                if sub in members:
-                    cat_cors.setdefault(cat, []).extend(c)
-    everything = [x for c in cors.values() for x in c]
-    ordered_subs = [s for group in cats.values() for s in group] + sorted(sub_cors)
-    return {
-        "subcategories": {s: sum(sub_cors[s]) / len(sub_cors[s]) for s in dict.fromkeys(ordered_subs) if s in sub_cors},
-        "categories": {c: sum(v) / len(v) for c, v in ((c, cat_cors.get(c)) for c in cats) if v},
-        "weighted_accuracy": sum(everything) / len(everything),
-        "cost_time": result.cost_time,
-        "subjects": subject_acc,
-        "n_questions": len(everything),
-    }
+    acc = exam_accuracy(cors, subcats_of, cats)
+    # the seed's key order: subcategories, categories, weighted_accuracy, cost_time
+    return {k: acc[k] for k in ("subcategories", "categories", "weighted_accuracy")} | {
+        "cost_time": result.cost_time, "subjects": acc["subjects"], "n_questions": acc["n_questions"]}
 
 
 def safe_name(model: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.table import Table
 
 
@@ -21,7 +20,3 @@ def exam_table(model: str, acc: dict, show_subcategories: bool = False, show_sub
         t.add_row("category", name, f"{v:.3f}")
     t.add_row("all", f"weighted ({acc['n_questions']} questions)", f"{acc['weighted_accuracy']:.3f}", style="bold")
     return t
-
-
-def print_table(table: Table, console: Console | None = None) -> None:
-    (console or Console()).print(table)

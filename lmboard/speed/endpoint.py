@@ -16,7 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from lmboard.speed.local import summary, synthetic_prompts
+from lmboard.lm import GenerationSettings, StreamingLM
+from lmboard.metrics.latency import summary
 
 
 @dataclass(frozen=True)
@@ -36,43 +37,31 @@ def _prompt_text(settings: LoadSettings, i: int) -> str:
     return "Continue this list: " + " ".join(rng.choice(words) for _ in range(max(1, settings.prompt_tokens - 5)))
 
 
-def one_request(lm, text: str, max_tokens: int) -> dict:
+def one_request(lm: StreamingLM, text: str, max_tokens: int) -> dict:
     t0 = time.perf_counter()
     chunks: list[float] = []
-    usage = None
+    usage: dict[str, int] = {}
+    settings = GenerationSettings(max_new_tokens=max_tokens, do_sample=False)
     try:
-        stream = lm.call(
-            lm.client.chat.completions.create,
-            model=lm.spec.name,
-            messages=[{"role": "user", "content": text}],
-            max_tokens=max_tokens,
-            temperature=0.0,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
-                chunks.append(time.perf_counter())
-            if getattr(chunk, "usage", None):
-                usage = chunk.usage
+        for _ in lm.stream([{"role": "user", "content": text}], settings, usage):
+            chunks.append(time.perf_counter())
     except Exception as e:  # a failed request counts in the error rate
         return {"ok": False, "error": f"{type(e).__name__}: {str(e)[:200]}", "latency": time.perf_counter() - t0}
     end = time.perf_counter()
     if not chunks:
         return {"ok": False, "error": "no content streamed", "latency": end - t0}
-    n = usage.completion_tokens if usage else len(chunks)
     return {
         "ok": True,
         "ttft": chunks[0] - t0,
         "itl": [b - a for a, b in zip(chunks, chunks[1:], strict=False)],
         "latency": end - t0,
-        "output_tokens": n,
-        "prompt_tokens": usage.prompt_tokens if usage else None,
-        "usage_from_server": usage is not None,
+        "output_tokens": usage.get("completion_tokens", len(chunks)),
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "usage_from_server": bool(usage),
     }
 
 
-def measure_endpoint(lm, settings: LoadSettings, progress=None) -> list[dict]:
+def measure_endpoint(lm: StreamingLM, settings: LoadSettings, progress=None) -> list[dict]:
     levels: list[tuple[str, float]] = (
         [("request_rate", settings.request_rate)] if settings.request_rate else
         [("concurrency", c) for c in settings.concurrency]
@@ -128,5 +117,3 @@ def measure_endpoint(lm, settings: LoadSettings, progress=None) -> list[dict]:
         })
     return rows
 
-
-__all__ = ["LoadSettings", "measure_endpoint", "synthetic_prompts"]

@@ -21,6 +21,10 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
+from lmboard.engine.generation import generate_exactly, prefill
+from lmboard.lm import LocalLM
+from lmboard.metrics.latency import summary
+
 
 @dataclass(frozen=True)
 class SpeedSettings:
@@ -30,19 +34,6 @@ class SpeedSettings:
     warmup: int = 2
     repeats: int = 5
     seed: int = 0
-
-
-def pct(xs: list[float], q: float) -> float:
-    if not xs:
-        return float("nan")
-    s = sorted(xs)
-    k = (len(s) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def summary(xs: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(xs), "p90": pct(xs, 0.9), "p99": pct(xs, 0.99), "mean": statistics.fmean(xs)}
 
 
 def synthetic_prompts(tokenizer, n_tokens: int, batch: int, seed: int) -> list[list[int]]:
@@ -103,15 +94,57 @@ class Run:
     tokens: int = 0
 
 
-def measure_local(lm, settings: SpeedSettings, progress=None) -> list[dict]:
+def _timed(lm: LocalLM, ids, mask, new_tokens: int, sync) -> tuple[float, Run]:
+    """(prefill time, one timed generation of exactly ``new_tokens``)."""
+    import torch
+
+    with torch.inference_mode():
+        sync()
+        t0 = time.perf_counter()
+        prefill(lm, ids, mask)
+        sync()
+        t_prefill = time.perf_counter() - t0
+        clock = _Clock(sync)
+        sync()
+        t0 = time.perf_counter()
+        out = generate_exactly(lm, ids, mask, new_tokens, clock)
+        sync()
+        t_end = time.perf_counter()
+    n = out.shape[1] - ids.shape[1]
+    if n != new_tokens:
+        raise RuntimeError(f"generated {n} tokens, expected exactly {new_tokens}")
+    ts = clock.times
+    return t_prefill, Run(ts[0] - t0, t_end - t0, [b2 - a for a, b2 in zip(ts, ts[1:], strict=False)], n)
+
+
+def _row(b: int, settings: SpeedSettings, runs: list[Run], prefill_s: list[float]) -> dict:
+    n = settings.new_tokens
+    lat = [r.latency for r in runs]
+    tpot = [(r.latency - r.ttft) / (n - 1) for r in runs] if n > 1 else [float("nan")]
+    itl = [statistics.fmean(r.itl) for r in runs if r.itl]
+    return {
+        "batch_size": b,
+        "prompt_tokens": settings.prompt_tokens,
+        "new_tokens": n,
+        "prefill_latency_s": summary(prefill_s),
+        "prefill_tokens_per_s": b * settings.prompt_tokens / statistics.median(prefill_s),
+        "ttft_s": summary([r.ttft for r in runs]),
+        "tpot_s": summary(tpot),
+        "itl_s": summary(itl) if itl else None,
+        "latency_s": summary(lat),
+        "decode_tokens_per_s": b * (n - 1) / statistics.median([r.latency - r.ttft for r in runs]),
+        "throughput_tokens_per_s": b * n / statistics.median(lat),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def measure_local(lm: LocalLM, settings: SpeedSettings, progress=None) -> list[dict]:
     import torch
 
     cuda = lm.device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    gc = lm.model.generation_config
     rows = []
-    steps = len(settings.batch_sizes) * (settings.warmup + settings.repeats)
-    done = 0
+    steps, done = len(settings.batch_sizes) * (settings.warmup + settings.repeats), 0
     for b in settings.batch_sizes:
         ids = torch.tensor(synthetic_prompts(lm.tokenizer, settings.prompt_tokens, b, settings.seed), device=lm.device)
         mask = torch.ones_like(ids)
@@ -119,54 +152,16 @@ def measure_local(lm, settings: SpeedSettings, progress=None) -> list[dict]:
             torch.cuda.reset_peak_memory_stats()
         reset_peak_rss()
         runs: list[Run] = []
-        prefill: list[float] = []
+        prefill_s: list[float] = []
         for rep in range(settings.warmup + settings.repeats):
-            with torch.inference_mode():
-                sync()
-                t0 = time.perf_counter()
-                lm.model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1)
-                sync()
-                t_prefill = time.perf_counter() - t0
-                clock = _Clock(sync)
-                sync()
-                t0 = time.perf_counter()
-                out = lm.model.generate(
-                    input_ids=ids, attention_mask=mask, max_new_tokens=settings.new_tokens,
-                    min_new_tokens=settings.new_tokens, do_sample=False, streamer=clock,
-                    eos_token_id=None, pad_token_id=lm.tokenizer.pad_token_id,
-                    temperature=None, top_p=None, top_k=None, generation_config=gc,
-                )
-                sync()
-                t_end = time.perf_counter()
-            n = out.shape[1] - ids.shape[1]
-            if n != settings.new_tokens:
-                raise RuntimeError(f"generated {n} tokens, expected exactly {settings.new_tokens}")
+            t_prefill, run = _timed(lm, ids, mask, settings.new_tokens, sync)
             if rep >= settings.warmup:
-                ts = clock.times
-                runs.append(Run(ts[0] - t0, t_end - t0, [b2 - a for a, b2 in zip(ts, ts[1:], strict=False)], n))
-                prefill.append(t_prefill)
+                runs.append(run)
+                prefill_s.append(t_prefill)
             done += 1
             if progress:
                 progress(done, steps)
-        n = settings.new_tokens
-        ttft = [r.ttft for r in runs]
-        lat = [r.latency for r in runs]
-        tpot = [(r.latency - r.ttft) / (n - 1) for r in runs] if n > 1 else [float("nan")]
-        itl = [statistics.fmean(r.itl) for r in runs if r.itl]
-        row = {
-            "batch_size": b,
-            "prompt_tokens": settings.prompt_tokens,
-            "new_tokens": n,
-            "prefill_latency_s": summary(prefill),
-            "prefill_tokens_per_s": b * settings.prompt_tokens / statistics.median(prefill),
-            "ttft_s": summary(ttft),
-            "tpot_s": summary(tpot),
-            "itl_s": summary(itl) if itl else None,
-            "latency_s": summary(lat),
-            "decode_tokens_per_s": b * (n - 1) / statistics.median([r.latency - r.ttft for r in runs]),
-            "throughput_tokens_per_s": b * n / statistics.median(lat),
-            "peak_rss_mb": peak_rss_mb(),
-        }
+        row = _row(b, settings, runs, prefill_s)
         if cuda:
             row["max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
             row["max_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20

@@ -10,11 +10,11 @@ written in this layout.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from lmboard.errors import UsageError
-from lmboard.tasks.exam import MCExam, MCQuestion, check_answer, read_csv_rows, register_task
+from lmboard.io import read_csv_rows, read_json
+from lmboard.registry import register_task
+from lmboard.tasks.exam import MCExam, MCQuestion, check_answer
 
 
 @register_task("ceval")
@@ -31,10 +31,7 @@ class CEval(MCExam):
     def _load_mapping(self, data: Path) -> dict[str, list[str]]:
         path = Path(data) / "subject_mapping.json"
         if path.is_file():
-            try:
-                self.mapping = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                raise UsageError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
+            self.mapping = read_json(path)
         return self.mapping
 
     def subjects(self, data: Path) -> list[str]:
@@ -54,7 +51,6 @@ class CEval(MCExam):
     def header(self, subject: str) -> str:
         name = self.mapping.get(subject, [subject, subject])[1]
         return f"以下是中国关于{name}考试的单项选择题，请选出其中的正确答案。\n\n"
-
 
     def categories(self, data: Path) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         # C-Eval groups subjects directly into categories; the subject's English name

@@ -9,18 +9,18 @@ wrong and are counted). Rows with an empty text are skipped and counted.
 
 from __future__ import annotations
 
-import csv
-import json
 import random
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmboard.engine import EngineSettings
 from lmboard.errors import UsageError
+from lmboard.io import read_csv_dicts, read_jsonl
+from lmboard.registry import register_task
+from lmboard.text import has_cjk
 
 TEMPLATE_EN = "Classify the text as one of: {labels}.\n\nText: {text}\nLabel:"
 TEMPLATE_ZH = "判断下面文本的类别，只能从以下标签中选择一个：{labels}。\n\n文本：{text}\n情感："
-_CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class ClassifySettings:
 
     @property
     def chinese(self) -> bool:
-        return any(_CJK.search(n) for n in self.labels.values())
+        return any(has_cjk(n) for n in self.labels.values())
 
     @property
     def sep(self) -> str:
@@ -53,39 +53,40 @@ class ClassifySettings:
         return t.format(labels=("、" if self.chinese else ", ").join(self.labels.values()), text=text)
 
 
-def parse_labels(text: str | None) -> dict[str, str]:
-    if not text:
-        raise UsageError('--labels is required for --task classify, e.g. --labels "0=负面,1=正面"')
-    out = {}
-    for part in text.split(","):
-        if "=" not in part:
-            raise UsageError(f"--labels: expected value=name, got {part!r}")
-        k, v = part.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+@dataclass(frozen=True)
+class ClassifyJob:
+    """A classification run: the data, how it splits, and how it is scored."""
+
+    data: Path
+    settings: ClassifySettings
+    text_column: str = "text"
+    label_column: str = "label"
+    train: Path | None = None  # a separate training file for the shots
+    split: float | None = None  # train share when splitting ``data``
+    test_size: int | None = None  # cap the test side at N rows
+    engine: EngineSettings = field(default_factory=EngineSettings)
+
+
+@register_task("classify")
+class Classification:
+    """The task as the registry knows it; its job is tasks/classify_run.py."""
+
+    name = "classify"
+    kind = "classification"
+
+
+def _rows(path: Path, text_col: str, label_col: str) -> list[tuple[int, dict]]:
+    if not Path(path).is_file():
+        raise UsageError(f"--data: {path}: no such file")
+    if Path(path).suffix == ".jsonl":
+        return read_jsonl(path)
+    return read_csv_dicts(path, (text_col, label_col))
 
 
 def load_examples(path: Path, text_col: str, label_col: str, labels: dict[str, str]) -> tuple[list[Example], int]:
     """(examples, rows skipped for an empty text)."""
-    if not Path(path).is_file():
-        raise UsageError(f"--data: {path}: no such file")
-    rows: list[tuple[int, dict]] = []
-    if path.suffix == ".jsonl":
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append((n, json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise UsageError(f"{path}:{n}: invalid JSON ({e.msg})") from e
-    else:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            for col in (text_col, label_col):
-                if col not in (reader.fieldnames or []):
-                    raise UsageError(f"{path}: no column {col!r} (columns: {', '.join(reader.fieldnames or [])})")
-            rows = [(reader.line_num, r) for r in reader]
     out, skipped = [], 0
-    for n, r in rows:
+    for n, r in _rows(Path(path), text_col, label_col):
         if label_col not in r or text_col not in r:
             raise UsageError(f"{path}:{n}: missing field {label_col if label_col not in r else text_col!r}")
         value = str(r[label_col]).strip()
@@ -137,27 +138,3 @@ def match_label(answer: str, names: list[str]) -> str | None:
         return a
     hits = [n for n in names if a.startswith(n)]
     return hits[0] if len(hits) == 1 else None
-
-
-def metrics(gold: list[str], pred: list[str | None], names: list[str]) -> dict:
-    n = len(gold)
-    conf = {g: {p: 0 for p in [*names, "unmatched"]} for g in names}
-    for g, p in zip(gold, pred, strict=True):
-        conf[g][p if p is not None else "unmatched"] += 1
-    per = {}
-    for lab in names:
-        tp = conf[lab][lab]
-        fp = sum(conf[g][lab] for g in names if g != lab)
-        fn = sum(v for p, v in conf[lab].items() if p != lab)
-        prec = tp / (tp + fp) if tp + fp else 0.0
-        rec = tp / (tp + fn) if tp + fn else 0.0
-        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        per[lab] = {"precision": prec, "recall": rec, "f1": f1, "support": tp + fn}
-    return {
-        "accuracy": sum(g == p for g, p in zip(gold, pred, strict=True)) / n if n else float("nan"),
-        "macro_f1": sum(v["f1"] for v in per.values()) / len(per),
-        "per_label": per,
-        "confusion": conf,
-        "unmatched": sum(1 for p in pred if p is None),
-        "n": n,
-    }

@@ -7,22 +7,20 @@ Layout: DIR/dev/<subject>.csv and DIR/test/<subject>.csv with the header
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from pathlib import Path
 
 from lmboard.errors import UsageError
-from lmboard.tasks.exam import MCExam, MCQuestion, check_answer, read_csv_rows, register_task
+from lmboard.io import read_csv_rows, read_json
+from lmboard.registry import register_task
+from lmboard.tasks.exam import MCExam, MCQuestion, check_answer
 
 
 @cache
 def _categories(path: Path) -> dict:
     if not path.is_file():
         raise UsageError(f"--data: {path} is missing (CMMLU needs its categories.json)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
+    return read_json(path)
 
 
 @register_task("cmmlu")
@@ -53,7 +51,6 @@ class CMMLU(MCExam):
     def header(self, subject: str) -> str:
         name = self.zh.get(subject, subject)
         return f"以下是关于{name}的单项选择题，请直接给出正确答案的选项。\n\n"
-
 
     def categories(self, data: Path) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         d = _categories(Path(data) / "categories.json")

@@ -7,38 +7,44 @@ selection, prompts that fit the context, the answer-letter tokens.
 
 from __future__ import annotations
 
-import csv
 import itertools
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmboard.engine import EngineSettings
 from lmboard.errors import UsageError
+from lmboard.lm import LocalLM
 
 LETTERS = ("A", "B", "C", "D")
-_REGISTRY: dict[str, Callable[[], MCExam]] = {}
 
 
-def register_task(name: str):
-    def deco(cls):
-        _REGISTRY[name] = cls
-        return cls
+@dataclass(frozen=True)
+class ExamSettings:
+    """A multiple-choice exam run (MMLU, CMMLU, C-Eval)."""
 
-    return deco
+    task: str
+    data: Path
+    subjects: tuple[str, ...] = ()
+    limit: int | None = None
+    shots: int = 5
+    letter_token: str = "spaced"  # spaced: " A" as after "Answer:"; bare: tokenizer("A")[-1]
+    chat: bool = False
+    max_length: int | None = None  # None: the model's context length
+    engine: EngineSettings = field(default_factory=EngineSettings)
 
-
-def get_task(name: str) -> MCExam:
-    import importlib
-
-    if name not in _REGISTRY:
-        try:
-            importlib.import_module(f"lmboard.tasks.{name}")
-        except ModuleNotFoundError:
-            pass
-    if name not in _REGISTRY:
-        raise UsageError(f"--task: unknown task {name!r} (known: mmlu, cmmlu, ceval, classify)")
-    return _REGISTRY[name]()
+    def key_dict(self) -> dict:
+        """Everything that changes the numbers (batching does not)."""
+        return {
+            "task": self.task,
+            "data": str(Path(self.data).resolve()),
+            "subjects": list(self.subjects),
+            "limit": self.limit,
+            "shots": self.shots,
+            "letter_token": self.letter_token,
+            "chat": self.chat,
+            "max_length": self.max_length,
+        }
 
 
 @dataclass(frozen=True)
@@ -150,7 +156,7 @@ class MCExam:
             text, prefix = render(q, shots)
         return Prompt(q, text, prefix, len(shots))
 
-    def letter_ids(self, tokenizer, cue: str, mode: str, sep: str | None = None) -> list[int]:
+    def letter_ids(self, lm: LocalLM, cue: str, mode: str, sep: str | None = None) -> list[int]:
         """The token id of each answer letter as scored at the prompt's last position.
 
         spaced (default): the token the tokenizer produces for the letter after the
@@ -159,61 +165,13 @@ class MCExam:
         bare: tokenizer("A").input_ids[-1], as the seed's loop does.
         """
         sep = self.answer_sep if sep is None else sep
-        ids = []
-        for letter in self.letters:
-            if mode == "bare":
-                ids.append(tokenizer(letter).input_ids[-1])
-                continue
-            ctx = tokenizer(cue, add_special_tokens=False).input_ids
-            full = tokenizer(cue + sep + letter, add_special_tokens=False).input_ids
-            if full[: len(ctx)] == ctx and len(full) > len(ctx):
-                ids.append(full[len(ctx)])
-            else:  # the letter merged with the cue's last token: score the letter's own token
-                ids.append(tokenizer(sep + letter, add_special_tokens=False).input_ids[-1])
+        if mode == "bare":
+            ids = [lm.encode(letter)[-1] for letter in self.letters]
+        else:  # the first id of the letter after the cue (its own id if it merged into the cue)
+            ids = [lm.encode_pair(cue, sep + letter, special=False)[1][0] for letter in self.letters]
         if len(set(ids)) != len(ids):
             raise UsageError(f"--letter-token {mode}: answer letters share a token id {ids}")
         return ids
-
-
-# ------------------------------------------------------------------ data reading
-
-
-def read_csv_rows(path: Path, ncols: int, header: bool) -> list[tuple[int, list[str]]]:
-    """(line number, row) pairs; a row with the wrong column count is a one-line error."""
-    out = []
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            start = reader.line_num + 1
-            for i, row in enumerate(reader):
-                line = start
-                start = reader.line_num + 1
-                if header and i == 0:
-                    continue
-                if not row:
-                    continue
-                if len(row) != ncols:
-                    raise UsageError(f"{path}:{line}: expected {ncols} columns, got {len(row)}")
-                out.append((line, row))
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{path}: not UTF-8 text ({e.reason})") from e
-    return out
-
-
-def read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UsageError(f"{path}:{n}: invalid JSON ({e.msg})") from e
-            if not isinstance(obj, dict):
-                raise UsageError(f"{path}:{n}: expected a JSON object")
-            out.append((n, obj))
-    return out
 
 
 def check_answer(path: Path, line: int, answer: str, letters: Sequence[str] = LETTERS) -> str:

@@ -1,30 +1,34 @@
-"""Running a multiple-choice exam: prompts -> engine -> store -> result files.
+"""Running a multiple-choice exam: prompts -> engine -> store -> result.
 
-The store holds every scored question as soon as its batch finishes; the result files
-are written from the store at the end, so a resumed run writes the same files as an
+The store holds every scored question as soon as its batch finishes; the result is
+read back from the store at the end, so a resumed run writes the same files as an
 uninterrupted one.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmboard.config import ExamSettings, stable_hash
-from lmboard.engine.scoring import EngineStats, ScoreItem, score_last
+from lmboard.engine import EngineStats, ScoreHooks, ScoreItem, score_last
 from lmboard.errors import UsageError
+from lmboard.lm import LocalLM
+from lmboard.metrics.accuracy import softmax
 from lmboard.store import Store
-from lmboard.tasks.exam import MCExam, MCQuestion, Prompt
+from lmboard.tasks.exam import ExamSettings, MCExam, MCQuestion, Prompt
+from lmboard.text import stable_hash, template_hash
+
+Questions = dict[str, list[MCQuestion]]  # subject -> questions, in file order
+Pools = dict[str, tuple[list[MCQuestion], str]]  # subject -> (few-shot pool, its split)
 
 
 @dataclass
 class ExamResult:
     run_id: str
     model: str
-    questions: dict[str, list[MCQuestion]]  # subject -> questions, in file order
+    questions: Questions
     samples: dict[str, dict]  # "subject/index" -> sample record
     provenance: dict
     stats: EngineStats | None
@@ -37,45 +41,36 @@ def sample_key(q: MCQuestion) -> str:
     return f"{q.subject}/{q.index}"
 
 
-def softmax(xs: list[float]) -> list[float]:
-    m = max(xs)
-    e = [math.exp(x - m) for x in xs]
-    s = sum(e)
-    return [v / s for v in e]
-
-
-def chat_render(exam: MCExam, tokenizer, q: MCQuestion, shots: list[MCQuestion]) -> tuple[str, str]:
+def chat_render(exam: MCExam, lm: LocalLM, q: MCQuestion, shots: list[MCQuestion]) -> tuple[str, str]:
     """--chat: the exam through the model's chat template, few-shot as alternating turns."""
-    if not getattr(tokenizer, "chat_template", None):
+    if not getattr(lm.tokenizer, "chat_template", None):
         raise UsageError("--chat: the model has no chat template")
     head = exam.header(q.subject)
     messages: list[dict[str, str]] = []
     for i, s in enumerate(shots):
         messages.append({"role": "user", "content": (head if i == 0 else "") + exam.example(s, False)})
         messages.append({"role": "assistant", "content": s.answer})
-    last = (head if not shots else "") + exam.example(q, False)
-    messages.append({"role": "user", "content": last})
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    messages.append({"role": "user", "content": (head if not shots else "") + exam.example(q, False)})
+    text = lm.render_chat(messages)
     return text, text[: text.rfind(exam.example(q, False))]
 
 
-def build_prompts(exam: MCExam, lm, settings: ExamSettings, questions, pools) -> tuple[list[Prompt], list]:
+def build_prompts(exam: MCExam, lm: LocalLM, settings: ExamSettings, questions: Questions,
+                  pools: Pools) -> tuple[list[Prompt], list[list[int]]]:
     """Every question's prompt, fitted to the context; and its token ids."""
-    tok = lm.tokenizer
-    max_len = settings.engine.max_length or lm.max_length
+    max_len = settings.max_length or lm.max_length
     special = not settings.chat  # a rendered chat template already holds its special tokens
 
     def count(text: str) -> int:
-        return len(tok(text, add_special_tokens=special).input_ids)
+        return len(lm.encode(text, special))
 
-    render = (lambda q_, s_: chat_render(exam, tok, q_, s_)) if settings.chat else None
+    render = (lambda q_, s_: chat_render(exam, lm, q_, s_)) if settings.chat else None
     prompts: list[Prompt] = []
     for subject, qs in questions.items():
         pool, source = pools[subject]
         for q in qs:
-            shots = exam.shots_for(q, pool, source, settings.shots)
-            prompts.append(exam.build_prompt(q, shots, count, max_len, render))
-    ids = tok([p.text for p in prompts], add_special_tokens=special).input_ids
+            prompts.append(exam.build_prompt(q, exam.shots_for(q, pool, source, settings.shots), count, max_len, render))
+    ids = lm.tokenizer([p.text for p in prompts], add_special_tokens=special).input_ids
     too_long = [p for p, i in zip(prompts, ids, strict=True) if len(i) > max_len]
     if too_long:
         q = too_long[0].question
@@ -83,20 +78,20 @@ def build_prompts(exam: MCExam, lm, settings: ExamSettings, questions, pools) ->
     return prompts, ids
 
 
-def template_hash(exam: MCExam, settings: ExamSettings) -> str:
+def exam_template_hash(exam: MCExam, settings: ExamSettings) -> str:
     q = MCQuestion("subject_name", 0, "{question}", ("{A}", "{B}", "{C}", "{D}"), "A", ())
     text, _ = exam.render(q, [q])
-    return stable_hash([exam.name, text, settings.letter_token, settings.chat])
+    return template_hash(exam.name, text, settings.letter_token, settings.chat)
 
 
-def load_questions(exam: MCExam, settings: ExamSettings):
+def load_questions(exam: MCExam, settings: ExamSettings) -> tuple[Questions, Pools]:
     """Every question and few-shot pool, validated before any model is loaded."""
     data = Path(settings.data)
     subjects = exam.select_subjects(data, settings.subjects)
     if settings.shots < 0:
         raise UsageError(f"--shots must be >= 0 (got {settings.shots})")
-    questions: dict[str, list[MCQuestion]] = {}
-    pools: dict[str, tuple[list[MCQuestion], str]] = {}
+    questions: Questions = {}
+    pools: Pools = {}
     for s in subjects:
         test = exam.load_split(data, s, exam.eval_split)
         if test is None:
@@ -108,105 +103,75 @@ def load_questions(exam: MCExam, settings: ExamSettings):
     return questions, pools
 
 
-def run_exam(
-    exam: MCExam,
-    lm,
-    settings: ExamSettings,
-    store: Store,
-    progress: Callable[[int, int], None] | None = None,
-    oom_guard: Callable[[int], None] | None = None,
-    loaded: tuple | None = None,
-) -> ExamResult:
-    t0 = time.time()
-    questions, pools = loaded or load_questions(exam, settings)
+def exam_provenance(exam: MCExam, lm: LocalLM, settings: ExamSettings, pools: Pools, letter_ids: list[int]) -> dict:
     sources = sorted({src for _, src in pools.values()})
-
-    prompts, ids = build_prompts(exam, lm, settings, questions, pools)
-    cue = prompts[0].text if settings.chat else exam.example(prompts[0].question, False)
-    # In chat form the letter opens the assistant turn: no separator before it.
-    sep = "" if settings.chat else exam.answer_sep
-    letter_ids = exam.letter_ids(lm.tokenizer, cue, settings.letter_token, sep)
-
-    info = lm.info()
-    key = {"model": lm.spec.canonical(), "exam": settings.key_dict(), "dtype": info["dtype"]}
-    run_id = f"{exam.name}-{stable_hash(key, 12)}"
-    provenance = {
-        **info,
+    return {
+        **lm.info(),
         "task": exam.name,
         "shots_requested": settings.shots,
         "fewshot_source": sources[0] if len(sources) == 1 else sources,
-        "prompt_template_hash": template_hash(exam, settings),
+        "prompt_template_hash": exam_template_hash(exam, settings),
         "prompt_format": "chat" if settings.chat else "plain",
         "letter_token": settings.letter_token,
         "letter_token_ids": letter_ids,
         "letter_tokens": [lm.tokenizer.decode([i]) for i in letter_ids],
-        "max_length": settings.engine.max_length or lm.max_length,
+        "max_length": settings.max_length or lm.max_length,
         "seed": None,  # scoring is deterministic: no sampling
     }
+
+
+def sample_record(exam: MCExam, p: Prompt, logits: list[float]) -> dict:
+    probs = softmax(logits)
+    pred = exam.letters[max(range(len(probs)), key=probs.__getitem__)]
+    q = p.question
+    return {"subject": q.subject, "index": q.index, "prompt_hash": stable_hash(p.text), "shots": p.shots,
+            "probs": probs, "pred": pred, "gold": q.answer, "correct": pred == q.answer}
+
+
+def run_exam(exam: MCExam, lm: LocalLM, settings: ExamSettings, store: Store,
+             progress: Callable[[int, int], None] | None = None, oom_guard: Callable[[int], None] | None = None,
+             loaded: tuple[Questions, Pools] | None = None) -> ExamResult:
+    t0 = time.time()
+    questions, pools = loaded or load_questions(exam, settings)
+    prompts, ids = build_prompts(exam, lm, settings, questions, pools)
+    cue = prompts[0].text if settings.chat else exam.example(prompts[0].question, False)
+    # In chat form the letter opens the assistant turn: no separator before it.
+    letter_ids = exam.letter_ids(lm, cue, settings.letter_token, "" if settings.chat else exam.answer_sep)
+    provenance = exam_provenance(exam, lm, settings, pools, letter_ids)
+    key = {"model": lm.spec.canonical(), "exam": settings.key_dict(), "dtype": provenance["dtype"]}
+    run_id = f"{exam.name}-{stable_hash(key, 12)}"
     resumed = store.open_run(run_id, "exam", lm.spec.display_name, {**key, "run": run_id}, provenance)
     done = store.sample_keys(run_id)
     by_key = {sample_key(p.question): p for p in prompts}
-
-    def on_batch(rows: list[tuple[str, list[float]]]) -> None:
-        recs = []
-        for k, logits in rows:
-            p = by_key[k]
-            probs = softmax(logits)
-            pred = exam.letters[max(range(len(probs)), key=probs.__getitem__)]
-            recs.append(
-                (
-                    k,
-                    {
-                        "subject": p.question.subject,
-                        "index": p.question.index,
-                        "prompt_hash": stable_hash(p.text),
-                        "shots": p.shots,
-                        "probs": probs,
-                        "pred": pred,
-                        "gold": p.question.answer,
-                        "correct": pred == p.question.answer,
-                    },
-                )
-            )
-        store.add_samples(run_id, recs)
-
     items = [ScoreItem(sample_key(p.question), i, p.prefix) for p, i in zip(prompts, ids, strict=True)]
-    total, seen = len(items), 0
+    seen = [0]
 
     def tick(n: int) -> None:
-        nonlocal seen
-        seen += n
+        seen[0] += n
         if progress:
-            progress(seen, total)
+            progress(seen[0], len(items))
+
+    def on_batch(rows: list[tuple[str, list[float]]]) -> None:
+        store.add_samples(run_id, [(k, sample_record(exam, by_key[k], logits)) for k, logits in rows])
 
     stats = None
-    if len(done) < total:
-        stats = score_last(
-            lm,
-            items,
-            letter_ids,
-            batch_tokens=settings.engine.batch_tokens,
-            prefix_reuse=settings.engine.prefix_reuse,
-            packed=settings.engine.packed,
-            recheck_margin=settings.engine.recheck_margin,
-            skip=done.__contains__,
-            on_batch=on_batch,
-            progress=tick,
-            oom_guard=oom_guard,
-        )
+    if len(done) < len(items):
+        stats = score_last(lm, items, letter_ids, settings.engine,
+                           ScoreHooks(skip=done.__contains__, on_batch=on_batch, progress=tick, oom_guard=oom_guard))
     elif progress:
-        progress(total, total)
+        progress(len(items), len(items))
+    return _collect(run_id, lm, questions, store, by_key, provenance, stats, time.time() - t0, resumed)
+
+
+def _collect(run_id: str, lm: LocalLM, questions: Questions, store: Store, by_key: dict, provenance: dict,
+             stats: EngineStats | None, cost: float, resumed: bool) -> ExamResult:
     samples = {k: v for k, v in store.samples(run_id) if k in by_key}
     missing = [k for k in by_key if k not in samples]
     if missing:
         raise RuntimeError(f"internal: {len(missing)} questions were not scored (first: {missing[0]})")
     shots_used = {s: [samples[sample_key(q)]["shots"] for q in qs] for s, qs in questions.items()}
-    provenance["shots_used"] = {
-        "min": min(min(v) for v in shots_used.values()),
-        "max": max(max(v) for v in shots_used.values()),
-    }
+    provenance["shots_used"] = {"min": min(min(v) for v in shots_used.values()),
+                                "max": max(max(v) for v in shots_used.values())}
     if stats is not None:
         provenance["engine"] = stats.to_dict()
-    return ExamResult(
-        run_id, lm.spec.display_name, questions, samples, provenance, stats, time.time() - t0, resumed, shots_used
-    )
+    return ExamResult(run_id, lm.spec.display_name, questions, samples, provenance, stats, cost, resumed, shots_used)

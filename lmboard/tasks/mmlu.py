@@ -10,15 +10,9 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from lmboard.tasks.exam import (
-    MCExam,
-    MCQuestion,
-    check_answer,
-    jsonl_question,
-    read_csv_rows,
-    read_jsonl,
-    register_task,
-)
+from lmboard.io import read_csv_rows, read_json, read_jsonl
+from lmboard.registry import register_task
+from lmboard.tasks.exam import MCExam, MCQuestion, check_answer, jsonl_question
 
 
 def format_subject(subject: str) -> str:
@@ -66,12 +60,11 @@ class MMLU(MCExam):
     def header(self, subject: str) -> str:
         return f"The following are multiple choice questions (with answers) about {format_subject(subject)}.\n\n"
 
-
     def categories(self, data: Path) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         # The hendrycks mapping; a categories.json next to the data overrides it.
         local = Path(data) / "categories.json"
         if local.is_file():
-            d = json.loads(local.read_text())
+            d = read_json(local)
         else:
             d = json.loads(resources.files("lmboard.data").joinpath("mmlu_categories.json").read_text())
         return d["subcategories"], d["categories"]

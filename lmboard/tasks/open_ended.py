@@ -14,11 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmboard.config import GenerationSettings, stable_hash
+from lmboard.engine import generate
 from lmboard.errors import UsageError
-from lmboard.models.base import GenRequest
+from lmboard.io import read_json_list, read_jsonl
+from lmboard.lm import LM, GenerationSettings, GenRequest
 from lmboard.store import Store
-from lmboard.tasks.exam import read_jsonl
+from lmboard.text import stable_hash
 
 
 @dataclass(frozen=True)
@@ -63,19 +64,14 @@ def load_prompts(path: Path) -> list[PromptItem]:
     if not path.is_file():
         raise UsageError(f"--prompts: {path}: no such file")
     dataset = path.stem
-    text = path.read_text(encoding="utf-8")
     items: list[PromptItem] = []
     if path.suffix == ".jsonl":
         items = [_item(path, str(n), obj, dataset) for n, obj in read_jsonl(path)]
     elif path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
-        if not isinstance(data, list):
-            raise UsageError(f"{path}: expected a JSON list (alpaca_eval format)")
+        data = read_json_list(path, "prompts (alpaca_eval format)")
         items = [_item(path, f"entry {i}", obj, dataset) for i, obj in enumerate(data)]
     else:
+        text = path.read_text(encoding="utf-8")
         items = [PromptItem(line.strip(), dataset=dataset) for line in text.splitlines() if line.strip()]
     if not items:
         raise UsageError(f"--prompts: {path}: no prompts in the file")
@@ -83,12 +79,14 @@ def load_prompts(path: Path) -> list[PromptItem]:
 
 
 def run_generation(
-    lm,
+    lm: LM,
     prompts: list[PromptItem],
     settings: GenerationSettings,
     store: Store,
     prompts_id: str,
     progress: Callable[[int, int], None] | None = None,
+    batch_size: int | None = None,
+    concurrency: int = 8,
 ) -> tuple[str, dict[str, dict]]:
     """Generate what the store does not hold yet; returns (run id, key -> record)."""
     key = {"model": lm.spec.canonical(), "prompts": prompts_id, "settings": settings.to_dict()}
@@ -100,7 +98,7 @@ def run_generation(
     n = len(unique) - len(todo)
     if progress:
         progress(n, len(unique))
-    for r in lm.generate(todo, settings):
+    for r in generate(lm, todo, settings, batch_size, concurrency):
         store.add_samples(run_id, [(r.key, {
             "output": r.output, "prompt": r.prompt, "prompt_tokens": r.prompt_tokens,
             "output_tokens": r.output_tokens, "latency_s": r.latency_s, "finish_reason": r.finish_reason,

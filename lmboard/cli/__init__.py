@@ -1,0 +1,62 @@
+"""The lmboard command line: one module per command, registered here explicitly.
+
+Each command parses text into typed configs, calls a job, and prints. A user's mistake
+(bad flag, missing file, malformed row, unreachable endpoint, a job the model cannot
+do) is one line on stderr and exit code 2, never a traceback. No command imports
+another; what they share is in common.py.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from lmboard.cli import chat, generate, judge, speed
+from lmboard.cli import eval as eval_
+from lmboard.cli.common import expand_multi, out
+from lmboard.errors import UsageError
+
+try:  # typer >= 0.20 vendors its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Evaluate and compare LLMs: exams, judged leaderboards, token rate.",
+)
+app.command("eval")(eval_.eval_cmd)
+app.command("generate")(generate.generate_cmd)
+app.command("chat")(chat.chat_cmd)
+app.command("judge")(judge.judge_cmd)
+app.command("speed")(speed.speed_cmd)
+
+
+@app.callback()
+def _root() -> None:
+    """Evaluate and compare LLMs: exams, judged leaderboards, token rate."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = expand_multi(list(sys.argv[1:] if argv is None else argv))
+    try:
+        rv = app(args=argv, standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except click_exceptions.NoArgsIsHelpError as e:
+        # typer's no_args_is_help raises after printing nothing in non-standalone mode
+        out.print(e.ctx.get_help() if e.ctx else str(e), markup=False, highlight=False)
+        return 0
+    except click_exceptions.UsageError as e:
+        print(f"error: {e.format_message()}", file=sys.stderr)
+        return 2
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (typer.Abort, KeyboardInterrupt):
+        print("interrupted: results so far are in the store; the same command resumes", file=sys.stderr)
+        return 130
+    except typer.Exit as e:
+        return e.exit_code

@@ -1,0 +1,56 @@
+"""`lmboard chat`: a streamed multi-turn chat with any model that can stream one."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from lmboard.cli.common import GEN_OPTS, err, generation_settings, load_lm, model_spec
+from lmboard.lm import Capability, capability_error
+
+
+def chat_cmd(
+    model: str = typer.Argument("smollm2"),
+    system: str | None = typer.Option(None, help="System prompt"),
+    max_new_tokens: int = typer.Option(512),
+    temperature: float | None = GEN_OPTS["temperature"],
+    do_sample: bool | None = GEN_OPTS["do_sample"],
+    seed: int = GEN_OPTS["seed"],
+) -> None:
+    """Interactive multi-turn chat: /reset, /system TEXT, /exit."""
+    from lmboard.engine import stream
+
+    lm = load_lm(model_spec(model), quiet=True)
+    settings = generation_settings(max_new_tokens, temperature, None, None, None, do_sample, seed, None, None, False)
+    if not lm.capabilities & {Capability.LOGITS, Capability.STREAM}:
+        raise capability_error(lm.spec, lm.capabilities, Capability.STREAM, "lmboard chat")
+    history: list[dict[str, str]] = []
+    err.print("chat ready: /reset, /system TEXT, /exit", markup=False)
+    while True:
+        sys.stdout.write("> ")
+        sys.stdout.flush()
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/exit":
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text == "/reset":
+            history.clear()
+            print("(history cleared)")
+            continue
+        if text.startswith("/system"):
+            system = text[len("/system"):].strip() or None
+            history.clear()
+            print(f"(system prompt {'set' if system else 'cleared'}; history cleared)")
+            continue
+        history.append({"role": "user", "content": text})
+        msgs = ([{"role": "system", "content": system}] if system else []) + history
+        answer = []
+        for piece in stream(lm, msgs, settings):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            answer.append(piece)
+        sys.stdout.write("\n")
+        history.append({"role": "assistant", "content": "".join(answer)})

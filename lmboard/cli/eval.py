@@ -1,0 +1,145 @@
+"""`lmboard eval`: a multiple-choice exam (MMLU, CMMLU, C-Eval) or a classification."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lmboard.cli.common import (
+    builtin_data,
+    load_lm,
+    model_spec,
+    out,
+    parse_budget,
+    parse_labels,
+    progress_bar,
+    split_list,
+)
+from lmboard.engine import EngineSettings
+from lmboard.errors import UsageError
+from lmboard.lm import Capability, ModelSpec
+from lmboard.models.registry import require_backend
+from lmboard.registry import TASKS
+from lmboard.store import Store
+
+EXAM = "Exam options (--task mmlu, cmmlu, ceval)"
+CLS = "Classification options (--task classify)"
+ENGINE = "Scoring engine (speed only, except --recheck-margin)"
+
+
+def eval_cmd(
+    model: str = typer.Argument("smollm2", help="Model spec: smollm2, hf:PATH[,k=v...], openai:NAME@URL"),
+    task: str = typer.Option("mmlu", help="mmlu, cmmlu, ceval, classify (or a plugin task)"),
+    data: Path | None = typer.Option(None, help="Data folder (a file for classify); default: built-in sample"),
+    shots: int | None = typer.Option(None, help="Few-shot examples per question (default: 5 for exams, 0 for classify)"),
+    dtype: str | None = typer.Option(None, help="auto, float32, bfloat16, float16 (overrides the spec)"),
+    out_dir: Path | None = typer.Option(None, "--out", help="Result folder (default results/<model>/)"),
+    db: Path | None = typer.Option(None, help="SQLite store (default ~/.lmboard/lmboard.db)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table"),
+    subjects: str | None = typer.Option(None, help="Comma-separated subjects (default: all)", rich_help_panel=EXAM),
+    limit: int | None = typer.Option(None, help="Questions per subject", rich_help_panel=EXAM),
+    letter_token: str = typer.Option("spaced", help='spaced: " A" after the cue; bare: tokenizer("A")[-1]',
+                                     rich_help_panel=EXAM),
+    chat: bool = typer.Option(False, "--chat", help="Render through the model's chat template", rich_help_panel=EXAM),
+    max_length: int | None = typer.Option(None, help="Context limit for prompts (default: the model's)",
+                                          rich_help_panel=EXAM),
+    show_subcategories: bool = typer.Option(False, "--subcategories", help="Show subcategories", rich_help_panel=EXAM),
+    show_subjects: bool = typer.Option(False, "--per-subject", help="Show subjects", rich_help_panel=EXAM),
+    text_column: str = typer.Option("text", help="The text column", rich_help_panel=CLS),
+    label_column: str = typer.Option("label", help="The label column", rich_help_panel=CLS),
+    labels: str | None = typer.Option(None, help='Label values and names: "0=负面,1=正面"', rich_help_panel=CLS),
+    template: str | None = typer.Option(None, help="Prompt template with {labels} and {text}", rich_help_panel=CLS),
+    train: Path | None = typer.Option(None, help="Training file for the shots", rich_help_panel=CLS),
+    split: float | None = typer.Option(None, help="Train share when splitting --data (e.g. 0.8)", rich_help_panel=CLS),
+    test_size: int | None = typer.Option(None, help="Cap the test split at N rows", rich_help_panel=CLS),
+    seed: int = typer.Option(123, help="Split and shot seed", rich_help_panel=CLS),
+    by: str = typer.Option("loglik", help="loglik or generate", rich_help_panel=CLS),
+    normalize: str = typer.Option("none", help="none, tokens or chars (loglik)", rich_help_panel=CLS),
+    batch_tokens: str = typer.Option("auto", "--batch-tokens", "--batch-size", help="Token budget per batch, or auto",
+                                     rich_help_panel=ENGINE),
+    prefix_reuse: bool = typer.Option(True, help="Compute each shared few-shot prefix once", rich_help_panel=ENGINE),
+    packed: bool = typer.Option(True, help="Packed forward for Llama-family models on CPU (off: transformers')",
+                                rich_help_panel=ENGINE),
+    recheck_margin: float = typer.Option(0.05, help="bf16/fp16: rescore in float32 answers whose top two logits "
+                                         "are closer (0: off)", rich_help_panel=ENGINE),
+) -> None:
+    """Score a model on an exam (MMLU, CMMLU, C-Eval) or a classification task."""
+    kind = getattr(TASKS.get(task), "kind", "exam")
+    spec = model_spec(model, dtype)
+    engine = EngineSettings(parse_budget(batch_tokens), prefix_reuse, packed, recheck_margin)
+    common = {"out_dir": out_dir, "db": db, "quiet": quiet}
+    if kind == "classification":
+        _only_for(task, {"--subjects": subjects, "--limit": limit, "--max-length": max_length, "--chat": chat or None})
+        from lmboard.tasks.classify import ClassifyJob, ClassifySettings
+
+        if data is None:
+            raise UsageError("--data FILE is required for --task classify")
+        settings = ClassifySettings(parse_labels(labels), template, shots or 0, by, normalize, seed)
+        _classify(spec, ClassifyJob(data, settings, text_column, label_column, train, split, test_size, engine), **common)
+        return
+    _only_for(task, {"--labels": labels, "--template": template, "--train": train, "--split": split,
+                     "--test-size": test_size})
+    from lmboard.tasks.exam import ExamSettings
+
+    if letter_token not in ("spaced", "bare"):
+        raise UsageError(f"--letter-token must be spaced or bare (got {letter_token!r})")
+    settings = ExamSettings(task, data or builtin_data(task), split_list(subjects), limit,
+                            5 if shots is None else shots, letter_token, chat, max_length, engine)
+    _exam(spec, settings, show=(show_subcategories, show_subjects), **common)
+
+
+def _only_for(task: str, given: dict[str, object]) -> None:
+    """Options of the other kind of task are an error, not silently ignored."""
+    for flag, value in given.items():
+        if value is not None:
+            raise UsageError(f"{flag} does not apply to --task {task}")
+
+
+def _exam(spec: ModelSpec, settings, out_dir: Path | None, db: Path | None, quiet: bool, show: tuple[bool, bool]) -> None:
+    from lmboard.report.exam import ensure_writable, write_exam_files
+    from lmboard.report.tables import exam_table
+    from lmboard.tasks.exam_run import load_questions, run_exam
+
+    if settings.shots < 0:
+        raise UsageError(f"--shots must be >= 0 (got {settings.shots})")
+    exam = TASKS.get(settings.task)()
+    require_backend(spec, Capability.LOGITS, f"--task {settings.task} (next-token logits of the answer letters)")
+    loaded = load_questions(exam, settings)  # bad data fails here, before the model loads
+    out_path = out_dir or Path("results") / spec.display_name
+    ensure_writable(out_path)
+    store = Store(db)
+    lm = load_lm(spec, quiet)
+    with progress_bar(f"{settings.task} {spec.display_name}", quiet) as update:
+        result = run_exam(exam, lm, settings, store, progress=update, loaded=loaded)
+    acc = write_exam_files(result, exam, settings.data, out_path)
+    store.finish_run(result.run_id, {k: v for k, v in acc.items() if k != "subjects"})
+    if not quiet:
+        out.print(exam_table(result.model, acc, *show))
+        out.print(f"results: {out_path}  (run {result.run_id}{', resumed' if result.resumed else ''})")
+
+
+def _classify(spec: ModelSpec, job, out_dir: Path | None, db: Path | None, quiet: bool) -> None:
+    from lmboard.report.classify import classify_summary, write_classify_files
+    from lmboard.report.exam import ensure_writable
+    from lmboard.tasks.classify_run import load_job, run_classify, scoring_spec
+
+    s = job.settings
+    if s.by not in ("loglik", "generate"):
+        raise UsageError(f"--by must be loglik or generate (got {s.by!r})")
+    if s.normalize not in ("none", "tokens", "chars"):
+        raise UsageError(f"--normalize must be none, tokens or chars (got {s.normalize!r})")
+    if s.shots < 0:
+        raise UsageError(f"--shots must be >= 0 (got {s.shots})")
+    require_backend(spec, Capability.LOGITS, f"--task classify --by {s.by} (runs on the model's weights)")
+    load_job(job)  # bad data fails here, before the model loads
+    out_path = out_dir or Path("results") / spec.display_name / "classify"
+    ensure_writable(out_path)
+    store = Store(db)
+    lm = load_lm(scoring_spec(spec, job), quiet)
+    with progress_bar(f"classify {spec.display_name}", quiet) as update:
+        result = run_classify(lm, job, store, update)
+    write_classify_files(result, out_path)
+    if not quiet:
+        for line in classify_summary(spec.display_name, result):
+            out.print(line, markup=False)

@@ -1,0 +1,61 @@
+"""`lmboard generate`: answer one prompt set with several models, in alpaca_eval's format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lmboard.cli.common import GEN_OPTS, generation_settings, load_lm, model_spec, out, progress_bar
+from lmboard.errors import UsageError
+
+
+def generate_cmd(
+    models: list[str] = typer.Option(..., "--models", "-m", help="Model specs (repeat or space-separate)"),
+    prompts: Path = typer.Option(..., help="Prompt file: .txt, .jsonl or alpaca_eval .json"),
+    out_dir: Path = typer.Option(Path("results/generate"), "--out", help="Output folder"),
+    raw: bool = typer.Option(False, "--raw", help="Send plain text, no chat template"),
+    batch_size: str = typer.Option("auto", help="Prompts per batch for local models, or auto"),
+    concurrency: int = typer.Option(8, help="Requests in flight for endpoints"),
+    plugins: list[Path] = typer.Option([], "--plugins", help="Python files/folders registering inference functions"),
+    db: Path | None = typer.Option(None, help="SQLite store"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    max_new_tokens: int = GEN_OPTS["max_new_tokens"],
+    temperature: float | None = GEN_OPTS["temperature"],
+    top_p: float | None = GEN_OPTS["top_p"],
+    top_k: int | None = GEN_OPTS["top_k"],
+    repetition_penalty: float | None = GEN_OPTS["repetition_penalty"],
+    do_sample: bool | None = GEN_OPTS["do_sample"],
+    seed: int = GEN_OPTS["seed"],
+    stop: list[str] | None = GEN_OPTS["stop"],
+    system: str | None = GEN_OPTS["system"],
+) -> None:
+    """Answer one prompt set with several models; write alpaca_eval's output.json."""
+    from lmboard.models.registry import load_plugin_paths
+    from lmboard.store import Store
+    from lmboard.tasks.open_ended import load_prompts, run_generation, write_outputs
+    from lmboard.text import stable_hash
+
+    settings = generation_settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, do_sample,
+                                   seed, stop, system, raw)
+    if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
+        raise UsageError(f"--batch-size must be auto or a positive integer (got {batch_size!r})")
+    if plugins:
+        load_plugin_paths(plugins)
+    items = load_prompts(prompts)
+    specs = [model_spec(t) for m in models for t in m.split()]
+    names = [s.display_name for s in specs]
+    if len(set(names)) != len(names):
+        raise UsageError(f"--models: two models share a name ({', '.join(names)}); add label=NAME to one")
+    prompts_id = stable_hash([p.key for p in items])
+    store = Store(db)
+    per_model = {}
+    for spec in specs:
+        lm = load_lm(spec, quiet)
+        with progress_bar(f"generate {spec.display_name}", quiet) as update:
+            per_model[spec.display_name] = run_generation(lm, items, settings, store, prompts_id, update,
+                                                          None if batch_size == "auto" else int(batch_size), concurrency)
+        del lm
+    write_outputs(out_dir, items, per_model)
+    if not quiet:
+        out.print(f"{len(items)} prompts x {len(specs)} models -> {out_dir / 'output.json'}")

@@ -1,0 +1,64 @@
+"""Every call the engines make into transformers' internals, in one place.
+
+Pinned to the transformers version CI tests (pyproject.toml). When transformers renames
+something (5.x renamed ``past_key_values`` to ``cache`` and removes the old name in
+5.40), this module is the one to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def new_cache(model: Any) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+def cache_layers(cache: Any) -> list[tuple[Any, Any]]:
+    """Per layer (keys, values) of a DynamicCache."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def fill_cache(cache: Any, kv: list[tuple[Any, Any]], batch: int) -> Any:
+    """Make each layer of ``cache`` view ``kv`` expanded to ``batch`` rows (no copy)."""
+    for layer, (k, v) in zip(cache.layers, kv, strict=True):
+        layer.lazy_initialization(k, v)
+        layer.keys = k.expand(batch, -1, -1, -1)
+        layer.values = v.expand(batch, -1, -1, -1)
+    return cache
+
+
+def model_forward(model: Any, input_ids: Any, logits_to_keep: int = 1) -> Any:
+    """The causal LM's forward with a new cache; returns (output, its cache)."""
+    out = model(input_ids=input_ids, use_cache=True, logits_to_keep=logits_to_keep)
+    return out, out.cache
+
+
+def decoder_forward(model: Any, input_ids: Any, position_ids: Any, cache: Any = None) -> Any:
+    """The decoder stack (no LM head); with ``cache`` it is extended in place."""
+    return model.get_decoder()(input_ids=input_ids, position_ids=position_ids, cache=cache,
+                               use_cache=cache is not None)
+
+
+def register_attention(name: str, fn: Callable[..., Any]) -> None:
+    """Register an attention function (and SDPA's mask for it) under ``name``."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(name, fn)
+    AttentionMaskInterface.register(name, sdpa_mask)
+
+
+def sdpa_attention(*args: Any, **kwargs: Any) -> Any:
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(*args, **kwargs)
+
+
+def text_streamer(tokenizer: Any) -> Any:
+    from transformers import TextIteratorStreamer
+
+    return TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)

@@ -1,0 +1,117 @@
+"""Running a classification: examples -> prompts -> engine (log-likelihood or generation)
+-> store -> metrics. Every review is stored as soon as it is scored; a rerun resumes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from lmboard.engine import LabelItem, continuation_ids, generate_batched, score_labels
+from lmboard.errors import UsageError
+from lmboard.lm import GenerationSettings, GenRequest, LocalLM, ModelSpec
+from lmboard.metrics.classification import classification_report
+from lmboard.store import Store
+from lmboard.tasks.classify import ClassifyJob, Example, load_examples, match_label, pick_shots, render, split
+from lmboard.text import stable_hash
+
+Progress = Callable[[int, int], None]
+
+
+def scoring_spec(spec: ModelSpec, job: ClassifyJob) -> ModelSpec:
+    """The spec to load: ``dtype=auto`` means float32 for label log-likelihoods.
+
+    They sum a full-vocabulary log-softmax over several tokens deep in a long prompt: on
+    SmolLM2 with 4 shots, bfloat16 moves the two labels' margin by up to 0.3 nats and
+    flips a third of ChnSentiCorp's predictions. Exact by default."""
+    if job.settings.by == "loglik" and spec.option("dtype") == "auto" and spec.option("load_in") is None:
+        return spec.with_options(dtype="float32")
+    return spec
+
+
+def load_job(job: ClassifyJob) -> tuple[list[Example], list[Example], list[Example], int]:
+    """(shots, test examples, train examples, rows skipped for an empty text), validated
+    before any model is loaded."""
+    labels = job.settings.labels
+    examples, skipped = load_examples(job.data, job.text_column, job.label_column, labels)
+    if job.train:
+        train, test = load_examples(job.train, job.text_column, job.label_column, labels)[0], examples
+    elif job.split is not None:
+        train, test = split(examples, job.split, job.settings.seed)
+    else:
+        train, test = [], examples
+    if job.test_size:
+        test = test[: job.test_size]
+    if job.settings.shots and not train:
+        raise UsageError("--shots needs training examples: pass --train FILE or --split 0.8")
+    return pick_shots(train, job.settings), test, train, skipped
+
+
+def _generation_tokens(lm: LocalLM, job: ClassifyJob) -> int:
+    """Room for the longest label (a CJK character is 2-3 byte-level tokens) and a little more."""
+    return max(len(lm.encode(job.settings.sep + n, special=False)) for n in job.settings.labels.values()) + 6
+
+
+def _by_loglik(lm: LocalLM, job: ClassifyJob, shots: list[Example], todo: list[Example],
+               record: Callable[[str, dict], None]) -> dict | None:
+    s, names = job.settings, list(job.settings.labels.values())
+    items = []
+    for e in todo:
+        prompt = render(s, shots, e.text)
+        ctx, lab_ids = continuation_ids(lm, prompt, [s.sep + n for n in names])
+        items.append(LabelItem(str(e.line), prompt, ctx, lab_ids))
+    gold_of = {str(e.line): e.label for e in todo}
+    lab_len = {it.key: [len(x) for x in it.labels] for it in items}
+
+    def on_item(key: str, lp: list[float]) -> None:
+        if s.normalize == "tokens":
+            lp = [v / n for v, n in zip(lp, lab_len[key], strict=True)]
+        elif s.normalize == "chars":
+            lp = [v / len(n) for v, n in zip(lp, names, strict=True)]
+        record(key, {"gold": gold_of[key], "pred": names[max(range(len(lp)), key=lp.__getitem__)], "scores": lp})
+
+    return score_labels(lm, items, job.engine, on_item).to_dict() if items else None
+
+
+def _by_generation(lm: LocalLM, job: ClassifyJob, shots: list[Example], todo: list[Example],
+                   record: Callable[[str, dict], None]) -> None:
+    names = list(job.settings.labels.values())
+    gold_of = {str(e.line): e.label for e in todo}
+    reqs = [GenRequest(str(e.line), text=render(job.settings, shots, e.text)) for e in todo]
+    gs = GenerationSettings(max_new_tokens=_generation_tokens(lm, job), do_sample=False, raw=True, stop=("\n",))
+    for r in generate_batched(lm, reqs, gs):
+        record(r.key, {"gold": gold_of[r.key], "pred": match_label(r.output, names), "answer": r.output})
+
+
+def run_classify(lm: LocalLM, job: ClassifyJob, store: Store, progress: Progress | None = None) -> dict:
+    """Score every test example (resuming what the store holds); the result record with
+    metrics, provenance and the per-example samples in test order."""
+    shots, test, _, skipped = load_job(job)
+    s = job.settings
+    key = {"gen_tokens": _generation_tokens(lm, job) if s.by == "generate" else None, "model": lm.spec.canonical(),
+           "data": str(Path(job.data).resolve()), "settings": s.__dict__, "shots": [x.line for x in shots],
+           "test": stable_hash([e.line for e in test]), "dtype": lm.dtype_name}
+    run_id = f"classify-{stable_hash(key, 12)}"
+    store.open_run(run_id, "classify", lm.spec.display_name, key, lm.info())
+    done = store.sample_keys(run_id)
+    t0 = time.time()
+    todo = [e for e in test if str(e.line) not in done]
+    n_done = [len(test) - len(todo)]
+    if progress:
+        progress(n_done[0], len(test))
+
+    def record(k: str, sample: dict) -> None:
+        store.add_samples(run_id, [(k, sample)])
+        n_done[0] += 1
+        if progress:
+            progress(n_done[0], len(test))
+
+    engine = _by_loglik(lm, job, shots, todo, record) if s.by == "loglik" else _by_generation(lm, job, shots, todo, record)
+    samples = dict(store.samples(run_id))
+    names = list(s.labels.values())
+    m = classification_report([samples[str(e.line)]["gold"] for e in test],
+                              [samples[str(e.line)]["pred"] for e in test], names)
+    store.finish_run(run_id, {k: m[k] for k in ("accuracy", "macro_f1", "n", "unmatched")})
+    return {**m, "skipped_empty_text": skipped, "shots": len(shots), "by": s.by, "normalize": s.normalize,
+            "template": s.prompt("{text}"), "cost_time": time.time() - t0, "run_id": run_id, "engine": engine,
+            "provenance": lm.info(), "samples": [{"line": e.line, **samples[str(e.line)]} for e in test]}

@@ -1,0 +1,106 @@
+"""`lmboard eval` end to end on SmolLM2 and the real MMLU data, through the real CLI."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from helpers import MMLU, ROOT, lmboard
+
+
+def read_samples(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+
+
+def test_must_show_command_writes_files_and_accuracies_recompute(tmp_path):
+    out = tmp_path / "out"
+    r = lmboard("eval", "smollm2", "--task", "mmlu", "--data", str(MMLU), "--subjects", "anatomy,astronomy",
+                "--shots", "0", "--out", str(out), "--db", str(tmp_path / "db.sqlite"), "--subcategories")
+    assert r.returncode == 0, r.stderr
+    assert "weighted" in r.stdout and "health" in r.stdout
+    acc = json.loads((out / "accuracies_smollm2.json").read_text())
+    samples = read_samples(out)
+    assert len(samples) == 135 + 152
+    by = defaultdict(list)
+    for s in samples:
+        assert abs(sum(s["probs"]) - 1) < 1e-6 and s["pred"] in "ABCD"
+        assert s["correct"] == (s["pred"] == s["gold"])
+        by[s["subject"]].append(s["correct"])
+    cats = json.loads((MMLU / "categories.json").read_text())
+    # recompute every accuracy in the JSON from samples.jsonl
+    assert acc["weighted_accuracy"] == pytest.approx(sum(map(sum, by.values())) / len(samples), abs=1e-12)
+    for subject, c in by.items():
+        assert acc["subjects"][subject] == pytest.approx(sum(c) / len(c), abs=1e-12)
+    sub = defaultdict(list)
+    for subject, c in by.items():
+        for sc in cats["subcategories"][subject]:
+            sub[sc] += c
+    assert set(acc["subcategories"]) == set(sub) == {"health", "physics"}
+    for sc, c in sub.items():
+        assert acc["subcategories"][sc] == pytest.approx(sum(c) / len(c), abs=1e-12)
+    assert acc["categories"]["STEM"] == pytest.approx(sum(by["astronomy"]) / 152, abs=1e-12)
+    assert acc["categories"]["other"] == pytest.approx(sum(by["anatomy"]) / 135, abs=1e-12)
+    assert acc["cost_time"] > 0
+    prov = acc["provenance"]
+    for key in ("model_spec", "dtype", "device", "shots_requested", "shots_used", "fewshot_source",
+                "prompt_template_hash", "tokenizer", "versions", "letter_token"):
+        assert key in prov, key
+    assert prov["fewshot_source"] == "test" and prov["shots_used"] == {"min": 0, "max": 0}
+    assert {"torch", "transformers", "lmboard"} <= set(prov["versions"])
+    # the per-subject CSV: the original columns plus the model's
+    header = (out / "anatomy.csv").read_text().splitlines()[0].split(",")
+    assert header == ["0", "1", "2", "3", "4", "5", "smollm2_correct", "smollm2_choiceA_probs",
+                      "smollm2_choiceB_probs", "smollm2_choiceC_probs", "smollm2_choiceD_probs"]
+    # the store holds the run and every question
+    con = sqlite3.connect(tmp_path / "db.sqlite")
+    assert con.execute("select count(*) from samples").fetchone()[0] == 287
+    assert con.execute("select status from runs").fetchone()[0] == "done"
+
+
+def _files(out: Path) -> dict:
+    acc = json.loads(next(out.glob("accuracies_*.json")).read_text())
+    for k in ("cost_time", "provenance", "run_id"):
+        acc.pop(k)
+    csvs = {p.name: p.read_text() for p in sorted(out.glob("*.csv"))}
+    return {"acc": acc, "samples": (out / "samples.jsonl").read_text(), "csv": csvs}
+
+
+def test_killed_run_resumes_and_writes_the_same_files(tmp_path):
+    args = ["eval", "smollm2", "--data", str(MMLU), "--subjects", "abstract_algebra,anatomy,astronomy",
+            "--limit", "60", "--shots", "3", "--batch-tokens", "300", "--quiet"]
+    ref = lmboard(*args, "--out", str(tmp_path / "ref"), "--db", str(tmp_path / "ref.db"))
+    assert ref.returncode == 0, ref.stderr
+    db = tmp_path / "killed.db"
+    proc = subprocess.Popen([sys.executable, "-m", "lmboard", *args, "--out", str(tmp_path / "res"),
+                             "--db", str(db)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = 0
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        if db.exists():
+            try:
+                done = sqlite3.connect(db).execute("select count(*) from samples").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue
+            if done >= 5:
+                break
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = sqlite3.connect(db).execute("select count(*) from samples").fetchone()[0]
+    assert 5 <= kept < 180
+    assert not list((tmp_path / "res").glob("*.json"))  # files are written at the end, from the store
+    again = lmboard(*args, "--out", str(tmp_path / "res"), "--db", str(db))
+    assert again.returncode == 0, again.stderr
+    run = json.loads(next((tmp_path / "res").glob("accuracies_*.json")).read_text())
+    assert run["provenance"]["engine"]["items"] == 180
+    assert run["provenance"]["engine"]["tokens_run"] < json.loads(
+        next((tmp_path / "ref").glob("accuracies_*.json")).read_text())["provenance"]["engine"]["tokens_run"]
+    assert _files(tmp_path / "res") == _files(tmp_path / "ref")

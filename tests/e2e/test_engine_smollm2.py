@@ -1,0 +1,63 @@
+"""The scoring engine on SmolLM2: exact token boundaries, and invariance to the batch
+budget, prefix reuse and the forward used."""
+
+import numpy as np
+
+from helpers import MMLU
+from lmboard.engine import EngineSettings, ScoreItem
+from lmboard.engine.plan import PlanCounts, plan_groups
+from lmboard.store import Store
+from lmboard.tasks.exam import ExamSettings
+from lmboard.tasks.exam_run import run_exam
+from lmboard.tasks.mmlu import MMLU as MMLUTask
+from unit.test_engine import real_items
+
+
+def test_prefix_boundary_gives_exactly_the_full_prompt_ids(smollm2_fp32):
+    lm = smollm2_fp32
+    items = real_items(lm)
+    stats = PlanCounts()
+    groups = plan_groups(lm.encode, items, True, stats)
+    seen = 0
+    for g in groups:
+        for item, suffix in g.members:
+            assert g.shared + suffix == item.ids  # the ids run are the full prompt's
+            assert len(suffix) >= 1
+            seen += 1
+    assert seen == len(items) and stats.fallbacks == 0
+    # first_n with 3 shots: questions 0-2 each skip themselves; question 3 and later share rows 0-2
+    assert len([g for g in groups if g.shared]) == 2 * 4
+
+
+def test_bpe_merge_across_the_boundary_is_trimmed(smollm2_fp32):
+    tok = smollm2_fp32.tokenizer
+    prefix = "Answer: A\n\n"  # alone, "\n\n" is one token; before a word it splits
+    text = prefix + "What is it?\nAnswer:"
+    items = [ScoreItem("a", tok(text).input_ids, prefix)]
+    stats = PlanCounts()
+    (g,) = plan_groups(smollm2_fp32.encode, items, True, stats)
+    assert tok(prefix).input_ids != tok(text).input_ids[: len(tok(prefix).input_ids)]
+    assert stats.boundary_trimmed == 1 and g.shared + g.members[0][1] == items[0].ids
+
+
+def _exam(lm, tmp_path, name, **engine):
+    settings = ExamSettings("mmlu", MMLU, ("anatomy", "astronomy"), 12, 3, engine=EngineSettings(**engine))
+    res = run_exam(MMLUTask(), lm, settings, Store(tmp_path / f"{name}.db"))
+    keys = sorted(res.samples)
+    return np.array([res.samples[k]["probs"] for k in keys]), [res.samples[k]["pred"] for k in keys], res
+
+
+def test_invariant_to_batch_budget_and_prefix_reuse_in_float32(smollm2_fp32, tmp_path):
+    base_p, base_pred, base = _exam(smollm2_fp32, tmp_path, "a", batch_tokens=4096)
+    for name, kw in {"b": {"batch_tokens": 256}, "c": {"batch_tokens": 40},
+                     "d": {"batch_tokens": 1024, "prefix_reuse": False},
+                     "e": {"batch_tokens": 1024, "packed": False}}.items():
+        p, pred, res = _exam(smollm2_fp32, tmp_path, name, **kw)
+        assert pred == base_pred, name
+        np.testing.assert_allclose(p, base_p, atol=1e-4)
+        if name == "d":
+            assert res.stats.prefix_tokens_reused == 0
+    assert base.stats.prefix_tokens_reused > 0 and base.stats.forward == "packed" and base.stats.padded_tokens == 0
+    assert res.stats.forward == "transformers" and res.stats.prefix_tokens_reused > 0
+
+

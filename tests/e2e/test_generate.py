@@ -1,0 +1,137 @@
+"""Generation: prompt formats, chat templates, batching with left padding, stop strings,
+plugins, the endpoint backend against a real server, resume and bad input."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+from helpers import ALPACA_REF as REF
+from helpers import ROOT, lmboard
+from lmboard.engine import generate_batched, render
+from lmboard.lm import GenerationSettings, GenRequest
+
+
+def alpaca_instructions(n, start=0):
+    return [e["instruction"] for e in json.loads(REF.read_text())[start : start + n]]
+
+
+def test_chat_template_and_system_prompt(smollm2_fp32):
+    s = GenerationSettings(system="You answer in French.")
+    text, special = render(smollm2_fp32, GenRequest("k", ({"role": "user", "content": "Hello"},)), s)
+    assert special is False
+    assert text == ("<|im_start|>system\nYou answer in French.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
+                    "<|im_start|>assistant\n")
+    raw, special = render(smollm2_fp32, GenRequest("k", ({"role": "user", "content": "Hello"},), text="Hello"),
+                          GenerationSettings(raw=True))
+    assert raw == "Hello" and special is True
+    assert {2, smollm2_fp32.tokenizer.convert_tokens_to_ids("<|im_end|>")} <= set(smollm2_fp32.eos_token_ids())
+
+
+def test_batched_left_padded_greedy_equals_one_at_a_time(smollm2_fp32):
+    reqs = [GenRequest(str(i), ({"role": "user", "content": t},)) for i, t in enumerate(alpaca_instructions(16))]
+    s = GenerationSettings(max_new_tokens=24, do_sample=False)
+    batched = {r.key: r for r in generate_batched(smollm2_fp32, reqs, s)}
+    assert max(r.settings["batch_size"] for r in batched.values()) == 16
+    single = {r.key: r for q in reqs for r in generate_batched(smollm2_fp32, [q], s)}
+    same = sum(batched[k].output == single[k].output for k in single)
+    assert same >= 0.95 * len(reqs), same
+    for r in batched.values():
+        assert r.output_tokens <= 24 and "<|im_end|>" not in r.output and "<|im_start|>" not in r.output
+        assert r.finish_reason in ("stop", "length") and r.settings["max_new_tokens"] == 24
+
+
+def test_stop_strings_cut_the_answer(smollm2_fp32):
+    reqs = [GenRequest("a", ({"role": "user", "content": "List three fruits, one per line."},))]
+    s = GenerationSettings(max_new_tokens=60, do_sample=False, stop=("\n",))
+    (r,) = generate_batched(smollm2_fp32, reqs, s)
+    assert "\n" not in r.output and r.finish_reason == "stop" and r.output_tokens < 60
+
+
+def test_generate_bad_input(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n")
+    r = lmboard("generate", "--models", "smollm2", "--prompts", str(tmp_path / "empty.txt"))
+    assert r.returncode == 2 and "no prompts" in r.stderr
+    (tmp_path / "p.txt").write_text("hi\n")
+    r = lmboard("generate", "--models", "nosuch", "--prompts", str(tmp_path / "p.txt"))
+    assert r.returncode == 2 and "unknown model alias" in r.stderr
+    r = lmboard("generate", "--models", "openai:m@http://127.0.0.1:9/v1", "--prompts", str(tmp_path / "p.txt"),
+                "--db", str(tmp_path / "db"), "--quiet")
+    assert r.returncode == 2 and "unreachable" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_generate_smollm2_resumes_after_a_kill(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"instruction": t}) + "\n" for t in alpaca_instructions(40)))
+    db = tmp_path / "db"
+    args = [sys.executable, "-m", "lmboard", "generate", "--models", "smollm2,dtype=float32", "--prompts",
+            str(prompts), "--out", str(tmp_path / "out"), "--max-new-tokens", "48", "--greedy", "--batch-size", "4",
+            "--db", str(db), "--quiet"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, n = time.time() + 300, 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+        try:
+            n = sqlite3.connect(db).execute("select count(*) from samples").fetchone()[0]
+        except sqlite3.Error:
+            continue
+        if n >= 4:
+            break
+    assert proc.poll() is None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = dict(sqlite3.connect(db).execute("select key, created from samples").fetchall())
+    assert 4 <= len(before) < 40
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    after = dict(sqlite3.connect(db).execute("select key, created from samples").fetchall())
+    assert len(after) == 40 and all(after[k] == v for k, v in before.items())  # nothing redone
+    entries = json.loads((tmp_path / "out" / "output.json").read_text())
+    assert len(entries) == 40 and all(e["generator"] == "SmolLM2-135M-Instruct.Q4_1" or e["generator"] == "smollm2"
+                                      for e in entries)
+    gen = [json.loads(line) for line in (tmp_path / "out" / "generations.jsonl").read_text().splitlines()]
+    assert all(g["settings"]["max_new_tokens"] == 48 and g["settings"]["do_sample"] is False for g in gen)
+    assert all(g["prompt"].startswith("<|im_start|>system") for g in gen)
+
+
+def test_openai_backend_against_a_real_server(serve, tmp_path):
+    from lmboard.models.registry import load_model
+    from lmboard.models.spec import parse_model_spec
+
+    spec = parse_model_spec(f"openai:{serve.model}@{serve.url},api_key_env=LMBOARD_TEST_KEY")
+    os.environ["LMBOARD_TEST_KEY"] = "sk-secret-test-value"
+    lm = load_model(spec)
+    reqs = [GenRequest(str(i), ({"role": "user", "content": t},)) for i, t in enumerate(alpaca_instructions(3))]
+    res = list(lm.generate(reqs, GenerationSettings(max_new_tokens=16, do_sample=False), concurrency=3))
+    assert sorted(r.key for r in res) == ["0", "1", "2"]
+    assert all(r.output and r.output_tokens and r.output_tokens <= 16 for r in res)
+    pieces = list(lm.stream([{"role": "user", "content": "Say hello."}], GenerationSettings(max_new_tokens=8)))
+    assert len(pieces) >= 2 and "".join(pieces)
+    assert "sk-secret-test-value" not in json.dumps(lm.info())
+    # through the CLI: alpaca_eval output, and the key never printed or stored
+    (tmp_path / "p.txt").write_text("Name a planet.\nName a river.\n")
+    r = lmboard("generate", "--models", f"openai:{serve.model}@{serve.url},label=served,api_key_env=LMBOARD_TEST_KEY",
+                "--prompts", str(tmp_path / "p.txt"), "--out", str(tmp_path / "o"), "--max-new-tokens", "12",
+                "--db", str(tmp_path / "db"), env={"LMBOARD_TEST_KEY": "sk-secret-test-value"})
+    assert r.returncode == 0, r.stderr
+    blob = (tmp_path / "o" / "generations.jsonl").read_text() + r.stdout + r.stderr
+    blob += "\n".join(str(x) for x in sqlite3.connect(tmp_path / "db").execute("select * from runs").fetchall())
+    assert "sk-secret-test-value" not in blob
+    assert {e["generator"] for e in json.loads((tmp_path / "o" / "output.json").read_text())} == {"served"}
+    # a model the server does not have: one line
+    r = lmboard("generate", "--models", f"openai:no/such/model@{serve.url}", "--prompts", str(tmp_path / "p.txt"),
+                "--db", str(tmp_path / "db"), "--quiet")
+    assert r.returncode in (1, 2) and "Traceback" not in r.stderr
+
+
+def test_chat_through_stdin(tmp_path):
+    script = "Hello\n/system Answer in one word.\nWhat color is the sky?\n/reset\n/exit\n"
+    r = subprocess.run([sys.executable, "-m", "lmboard", "chat", "smollm2", "--max-new-tokens", "12", "--greedy"],
+                       input=script, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "(system prompt set; history cleared)" in r.stdout and "(history cleared)" in r.stdout
+    answers = [line for line in r.stdout.split("> ") if line.strip() and not line.startswith("(")]
+    assert len(answers) >= 2

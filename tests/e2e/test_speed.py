@@ -1,0 +1,73 @@
+"""lmboard speed: exact work, and timings that agree with an independent clock."""
+
+import json
+import statistics
+import time
+
+import pytest
+import torch
+
+from helpers import lmboard
+from lmboard.speed.local import SpeedSettings, measure_local, synthetic_prompts
+
+
+def test_synthetic_prompts_are_exact_and_deterministic(smollm2_tokenizer):
+    a = synthetic_prompts(smollm2_tokenizer, 100, 3, seed=1)
+    assert [len(r) for r in a] == [100, 100, 100] and a == synthetic_prompts(smollm2_tokenizer, 100, 3, seed=1)
+    assert not set(smollm2_tokenizer.all_special_ids) & {t for r in a for t in r}
+
+
+def independent_decode_rate(lm, batch, prompt_tokens, steps):
+    """Time `steps` single-token forward steps on a KV cache, by hand."""
+    ids = torch.tensor(synthetic_prompts(lm.tokenizer, prompt_tokens, batch, 0))
+    with torch.inference_mode():
+        out = lm.model(input_ids=ids, use_cache=True)
+        cache, nxt = out.cache, out.logits[:, -1].argmax(-1, keepdim=True)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            out = lm.model(input_ids=nxt, cache=cache, use_cache=True)
+            cache, nxt = out.cache, out.logits[:, -1].argmax(-1, keepdim=True)
+        return batch * steps / (time.perf_counter() - t0)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_local_timings_are_consistent(smollm2_fp32, batch):
+    s = SpeedSettings(prompt_tokens=64, new_tokens=32, batch_sizes=(batch,), warmup=1, repeats=3)
+    (row,) = measure_local(smollm2_fp32, s)
+    assert row["new_tokens"] == 32 and row["prompt_tokens"] == 64  # exact work (measure_local checks the count)
+    ttft, tpot, lat = row["ttft_s"]["median"], row["tpot_s"]["median"], row["latency_s"]["median"]
+    assert ttft + 31 * tpot == pytest.approx(lat, rel=0.05)
+    # the streamed token timestamps tell the same story as the definition
+    assert ttft + 31 * row["itl_s"]["median"] == pytest.approx(lat, rel=0.05)
+    rates = [independent_decode_rate(smollm2_fp32, batch, 64, 31) for _ in range(3)]
+    assert row["decode_tokens_per_s"] == pytest.approx(statistics.median(rates), rel=0.15)
+    assert row["peak_rss_mb"] > 100 and row["prefill_tokens_per_s"] > 0
+
+
+def test_speed_cli_writes_json_plot_and_store(tmp_path):
+    r = lmboard("speed", "smollm2", "--prompt-tokens", "32", "--new-tokens", "8", "--batch-sizes", "1,2",
+                "--warmup", "1", "--repeats", "2", "--out", str(tmp_path / "s.json"), "--plot", str(tmp_path / "s.png"),
+                "--db", str(tmp_path / "db"))
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((tmp_path / "s.json").read_text())
+    assert [row["batch_size"] for row in rec["results"]] == [1, 2]
+    assert {"torch_threads", "cpus", "processor"} <= set(rec["hardware"]) and rec["provenance"]["dtype"]
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    assert "TTFT" in r.stdout
+    r = lmboard("speed", "--batch-sizes", "0,x")
+    assert r.returncode == 2 and "--batch-sizes" in r.stderr
+
+
+def test_endpoint_speed_against_a_real_server(serve, tmp_path):
+    r = lmboard("speed", f"openai:{serve.model}@{serve.url}", "--concurrency", "1,2", "--num-requests", "4",
+                "--prompt-tokens", "32", "--new-tokens", "8", "--out", str(tmp_path / "e.json"), "--db", str(tmp_path / "db"))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "e.json").read_text())["results"]
+    assert [row["concurrency"] for row in rows] == [1, 2]
+    for row in rows:
+        assert row["error_rate"] == 0 and row["requests"] == 4
+        assert 0 < row["output_tokens"] <= 4 * 8
+        assert row["ttft_s"]["median"] <= row["latency_s"]["median"]
+    r = lmboard("speed", "openai:m@http://127.0.0.1:9/v1", "--num-requests", "2", "--concurrency", "1",
+                "--db", str(tmp_path / "db"))
+    assert r.returncode == 2 and "unreachable" in r.stderr and "Traceback" not in r.stderr

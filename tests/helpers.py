@@ -1,0 +1,58 @@
+"""Test helpers: paths to the real data, the CLI in a subprocess or in this process."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+MMLU = DATA / "mmlu"
+CMMLU = DATA / "cmmlu"
+CHNSENTICORP = DATA / "chnsenticorp" / "ChnSentiCorp_htl_all.csv"
+ALPACA_REF = DATA / "alpaca_eval" / "reference_gpt4_1106_preview.json"
+
+
+def lmboard(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real command line in a subprocess (tests that do are marked slow)."""
+    return subprocess.run(
+        [sys.executable, "-m", "lmboard", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+    )
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str) -> CliResult:
+    """The command line in this process: ``main(argv)`` with its output captured."""
+    from lmboard.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def check_one_line_error(r, *needles: str) -> str:
+    """Exit code 2, exactly one line on stderr, no traceback; the line holds every needle."""
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
