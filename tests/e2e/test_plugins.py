@@ -57,11 +57,11 @@ def installed_plugin(tmp_path):
 
 def test_entry_point_backend_is_usable_by_name(installed_plugin, tmp_path):
     (tmp_path / "p.txt").write_text("one two three\nhello world\n")
-    r = lmboard("generate", "--models", "echo:any-name,prefix=>> ", "--prompts", str(tmp_path / "p.txt"),
+    r = lmboard("generate", "--models", "echo:any-name,prefix=>>", "--prompts", str(tmp_path / "p.txt"),
                 "--out", str(tmp_path / "o"), "--db", str(tmp_path / "db"), "--quiet", env=installed_plugin)
     assert r.returncode == 0, r.stderr
     entries = json.loads((tmp_path / "o" / "output.json").read_text())
-    assert [e["output"] for e in entries] == [">> three two one", ">> world hello"]
+    assert [e["output"] for e in entries] == [">>three two one", ">>world hello"]
     assert {e["generator"] for e in entries} == {"any-name"}
     # its options are its own, and an exam it cannot serve is the one-line capability error
     check_one_line_error(lmboard("generate", "--models", "echo:x,dtype=float32", "--prompts", str(tmp_path / "p.txt"),
