@@ -1,21 +1,31 @@
 """One SQLite database for every run: runs, samples (scored questions, generations),
-judgments. Writes happen as work completes, so a killed run loses at most the batch
-in flight, and the same command resumes it.
+judgments.
+
+Crash safety: writes happen as work completes, each batch in one transaction (a kill
+at any point leaves the store as it was before or after that batch); WAL journal, a
+busy timeout for concurrent readers and writers, and a lock per run so that a second
+process running the same command waits for the first and then finds its work done.
+A file that is not an lmboard store (garbage, truncated, another program's database)
+is a one-line error naming the path, before any work.
 
 The schema is versioned with append-only migrations: never edit one, add the next.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lmboard.errors import UsageError
+from lmboard.faults import fault
 
 MIGRATIONS: list[str] = [
     # 1: runs and their samples, keyed by a run id that hashes everything that
@@ -49,7 +59,17 @@ MIGRATIONS: list[str] = [
         created REAL NOT NULL
     );
     """,
+    # 3: a sample is 'final' or 'pending' (stored, awaiting its float32 recheck); a run
+    #    belongs to a family (same job, model and data, any settings), so a rerun with
+    #    other settings can say which run it differs from and how.
+    """
+    ALTER TABLE samples ADD COLUMN state TEXT NOT NULL DEFAULT 'final';
+    ALTER TABLE runs ADD COLUMN family TEXT;
+    CREATE INDEX runs_family ON runs(family);
+    """,
 ]
+OUR_TABLES = {"runs", "samples", "judgments"}
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def default_db_path() -> Path:
@@ -57,48 +77,96 @@ def default_db_path() -> Path:
     return Path(env) if env else Path.home() / ".lmboard" / "lmboard.db"
 
 
+@dataclass(frozen=True)
+class OpenedRun:
+    resumed: bool  # the run existed: its stored samples count
+    differs_from: str | None = None  # another run of the same family, when this one is new
+    changed: tuple[str, ...] = ()  # the settings that differ from it
+
+
 class Store:
-    def __init__(self, path: Path | str | None = None):
+    def __init__(self, path: Path | str | None = None, notify: Callable[[str], None] | None = None):
+        """``notify`` receives the store's notes for the user (a resumed or new run, a wait)."""
         self.path = Path(path) if path else default_db_path()
+        self.notify = notify
+        self._check_file()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(self.path, timeout=30)
-        except (OSError, sqlite3.Error) as e:
-            raise UsageError(f"--db: cannot open {self.path} ({e})") from e
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self._migrate()
+            self.conn.execute("PRAGMA busy_timeout = 30000")
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self._check_schema()
+            self._migrate()
+        except OSError as e:
+            raise UsageError(f"--db: cannot open {self.path} ({e.strerror or e})") from e
+        except sqlite3.DatabaseError as e:
+            raise self._not_ours(str(e)) from e
+
+    def say(self, note: str | None) -> None:
+        if note and self.notify is not None:
+            self.notify(note)
+
+    def _not_ours(self, why: str) -> UsageError:
+        return UsageError(f"--db: {self.path} is not a usable lmboard store ({why}); pass --db with another path, "
+                          f"or move the file away (sqlite3 {self.path} .recover > dump.sql keeps what can be read)")
+
+    def _check_file(self) -> None:
+        if self.path.is_dir():
+            raise UsageError(f"--db: {self.path} is a folder, not a file")
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            try:
+                with open(self.path, "rb") as f:
+                    head = f.read(16)
+            except OSError as e:
+                raise UsageError(f"--db: cannot read {self.path} ({e.strerror or e})") from e
+            if head != SQLITE_MAGIC:
+                raise self._not_ours("not a SQLite database")
+
+    def _check_schema(self) -> None:
+        """A truncated or damaged file, or another program's database, is refused."""
+        result = self.conn.execute("PRAGMA quick_check").fetchone()[0]
+        if result != "ok":
+            raise self._not_ours(f"damaged: {result}")
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        foreign = sorted(t for t in tables - OUR_TABLES if not t.startswith("sqlite_"))
+        if foreign or (version == 0 and tables):
+            raise self._not_ours(f"another program's database, with tables {', '.join(sorted(tables))}")
 
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise UsageError(f"--db: {self.path} was written by a newer lmboard (schema {version})")
         for i in range(version, len(MIGRATIONS)):
-            with self.conn:
-                self.conn.executescript(MIGRATIONS[i])
-                self.conn.execute(f"PRAGMA user_version = {i + 1}")
+            # one transaction per migration: a kill leaves the schema before or after it
+            self.conn.executescript(f"BEGIN; {MIGRATIONS[i]} PRAGMA user_version = {i + 1}; COMMIT;")
 
     @property
     def schema_version(self) -> int:
         return self.conn.execute("PRAGMA user_version").fetchone()[0]
 
     # ---- runs
-    def open_run(self, run_id: str, kind: str, model: str, config: dict, provenance: dict) -> bool:
-        """Create the run, or find it again. Returns True when it already existed."""
+    def open_run(self, run_id: str, kind: str, model: str, config: dict, provenance: dict,
+                 family: str | None = None) -> OpenedRun:
+        """Create the run, or find it again. A new run says which run of its family (same
+        job, model and data) it differs from, and in which settings."""
         now = time.time()
-        row = self.conn.execute("SELECT id FROM runs WHERE id = ?", (run_id,)).fetchone()
         with self.conn:
-            if row:
-                self.conn.execute(
-                    "UPDATE runs SET updated = ?, status = 'running', provenance = ? WHERE id = ?",
-                    (now, json.dumps(provenance), run_id),
-                )
-                return True
-            self.conn.execute(
-                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, 'running', ?, ?, NULL)",
-                (run_id, kind, model, now, now, json.dumps(config), json.dumps(provenance)),
-            )
-        return False
+            if self.conn.execute("SELECT id FROM runs WHERE id = ?", (run_id,)).fetchone():
+                self.conn.execute("UPDATE runs SET updated = ?, status = 'running', provenance = ? WHERE id = ?",
+                                  (now, json.dumps(provenance), run_id))
+                return OpenedRun(True)
+            self.conn.execute("INSERT INTO runs (id, kind, model, created, updated, status, config, provenance, "
+                              "summary, family) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, NULL, ?)",
+                              (run_id, kind, model, now, now, json.dumps(config), json.dumps(provenance), family))
+        if family is None:
+            return OpenedRun(False)
+        row = self.conn.execute("SELECT id, config FROM runs WHERE family = ? AND id != ? ORDER BY updated DESC LIMIT 1",
+                                (family, run_id)).fetchone()
+        if row is None:
+            return OpenedRun(False)
+        return OpenedRun(False, row[0], tuple(_changed(json.loads(row[1]), config)))
 
     def finish_run(self, run_id: str, summary: dict) -> None:
         with self.conn:
@@ -117,18 +185,38 @@ class Store:
         cur = self.conn.execute(q, (kind,) if kind else ())
         return [_run_dict(cur, r) for r in cur.fetchall()]
 
+    @contextmanager
+    def run_lock(self, run_id: str) -> Iterator[None]:
+        """Hold the run: a second process on the same run waits here until the first is
+        done (or dead: the lock goes with its process), then finds its work stored."""
+        folder = self.path.with_name(self.path.name + ".locks")
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{run_id}.lock", "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.say(f"waiting: run {run_id} is being computed by another lmboard process")
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     # ---- samples
-    def add_samples(self, run_id: str, items: Iterable[tuple[str, dict]]) -> None:
+    def add_samples(self, run_id: str, items: Iterable[tuple[str, dict]], state: str = "final") -> None:
         """One transaction per call: callers pass a batch as it completes."""
         now = time.time()
         with self.conn:
             self.conn.executemany(
-                "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)",
-                [(run_id, k, json.dumps(d), now) for k, d in items],
+                "INSERT OR REPLACE INTO samples (run_id, key, data, created, state) VALUES (?, ?, ?, ?, ?)",
+                [(run_id, k, json.dumps(d), now, state) for k, d in items],
             )
+            fault("store.write")
 
-    def sample_keys(self, run_id: str) -> set[str]:
-        return {r[0] for r in self.conn.execute("SELECT key FROM samples WHERE run_id = ?", (run_id,))}
+    def sample_keys(self, run_id: str, state: str | None = "final") -> set[str]:
+        """Keys stored for the run (``state=None``: in any state)."""
+        q = "SELECT key FROM samples WHERE run_id = ?" + (" AND state = ?" if state else "")
+        return {r[0] for r in self.conn.execute(q, (run_id, state) if state else (run_id,))}
 
     def samples(self, run_id: str) -> Iterator[tuple[str, dict]]:
         for k, d in self.conn.execute("SELECT key, data FROM samples WHERE run_id = ?", (run_id,)):
@@ -146,9 +234,22 @@ class Store:
                 "INSERT OR REPLACE INTO judgments VALUES (?, ?, ?, ?)",
                 [(k, judge, json.dumps(d), now) for k, judge, d in items],
             )
+            fault("store.write")
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _changed(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """The keys (dotted) whose values differ between two run configs."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}")
+    return out
 
 
 def _run_dict(cur: sqlite3.Cursor, row: tuple) -> dict[str, Any]:

@@ -1,3 +1,7 @@
 """lmboard's version (its own module: every layer may read it without importing the package)."""
 
 __version__ = "0.1.0"
+
+# Bumped when a change moves stored results (a prompt, a parser, the engine's numbers):
+# part of every run's identity, so old stored results are never mixed with new ones.
+RESULTS_VERSION = 1

@@ -8,14 +8,17 @@ another; what they share is in common.py.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
+import typer.rich_utils
 
 from lmboard.cli import chat, generate, judge, speed
 from lmboard.cli import eval as eval_
-from lmboard.cli.common import expand_multi, out
+from lmboard.cli.common import WIDE, expand_multi, out
 from lmboard.errors import UsageError
+from lmboard.version import __version__
 
 try:  # typer >= 0.20 vendors its own copy of click
     from typer._click import exceptions as click_exceptions
@@ -35,13 +38,22 @@ app.command("judge")(judge.judge_cmd)
 app.command("speed")(speed.speed_cmd)
 
 
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"lmboard {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
     """Evaluate and compare LLMs: exams, judged leaderboards, token rate."""
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = expand_multi(list(sys.argv[1:] if argv is None else argv))
+    if not sys.stdout.isatty() and not os.environ.get("TERMINAL_WIDTH"):
+        typer.rich_utils.MAX_WIDTH = WIDE  # piped help is not cut at 80 columns
     try:
         rv = app(args=argv, standalone_mode=False)
         return rv if isinstance(rv, int) else 0

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from lmboard.cli.common import GEN_OPTS, err, generation_settings, load_lm, model_spec
+from lmboard.cli.common import GEN_OPTS, THREADS, err, generation_settings, load_lm, model_spec
 from lmboard.lm import Capability, capability_error
 
 
@@ -17,11 +17,12 @@ def chat_cmd(
     temperature: float | None = GEN_OPTS["temperature"],
     do_sample: bool | None = GEN_OPTS["do_sample"],
     seed: int = GEN_OPTS["seed"],
+    threads: int | None = THREADS,
 ) -> None:
     """Interactive multi-turn chat: /reset, /system TEXT, /exit."""
     from lmboard.engine import stream
 
-    lm = load_lm(model_spec(model), quiet=True)
+    lm = load_lm(model_spec(model), quiet=True, threads=threads)
     settings = generation_settings(max_new_tokens, temperature, None, None, None, do_sample, seed, None, None, False)
     if not lm.capabilities & {Capability.LOGITS, Capability.STREAM}:
         raise capability_error(lm.spec, lm.capabilities, Capability.STREAM, "lmboard chat")

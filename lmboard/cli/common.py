@@ -7,6 +7,7 @@ here (and in models/spec.py for model specs), never in the library.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -20,8 +21,11 @@ from lmboard.lm import LM, GenerationSettings, ModelSpec
 from lmboard.models.registry import load_model
 from lmboard.models.spec import parse_model_spec
 
-err = Console(stderr=True)
-out = Console()
+# Piped output is not cut at 80 columns: tables and help are as wide as they need to be
+# (up to WIDE) when nobody's terminal sets the width.
+WIDE = 200
+err = Console(stderr=True, width=None if sys.stderr.isatty() else WIDE)
+out = Console(width=None if sys.stdout.isatty() else WIDE)
 
 Update = Callable[[int, int], None]
 
@@ -37,10 +41,66 @@ def model_spec(text: str, dtype: str | None = None) -> ModelSpec:
     return spec.with_options("--dtype", dtype=dtype) if dtype else spec
 
 
-def load_lm(spec: ModelSpec, quiet: bool) -> LM:
-    if quiet:
-        os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF conversion bar
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def set_threads(threads: int | None) -> int:
+    """Torch's intra-op threads: ``--threads`` or the cores this process may use. On a
+    machine where another process is busy, torch's default oversubscribes and every job
+    runs several times slower."""
+    n = available_cores() if threads is None else threads
+    if n < 1:
+        raise UsageError(f"--threads must be >= 1 (got {n})")
+    import torch
+
+    torch.set_num_threads(n)
+    return n
+
+
+def load_lm(spec: ModelSpec, quiet: bool, threads: int | None = None) -> LM:
+    if quiet:  # transformers' GGUF conversion and weight-loading bars
+        os.environ["TQDM_DISABLE"] = "1"
+        if "transformers" in sys.modules:  # already imported: the variable is read at import
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
+    set_threads(threads)
     return load_model(spec)
+
+
+def open_store(db: Path | None, quiet: bool):
+    """The store, checked before any work; its notes (resumed, new run, waiting) on stderr."""
+    from lmboard.store import Store
+
+    return Store(db, notify=None if quiet else (lambda note: err.print(note, markup=False, highlight=False)))
+
+
+def check_positive(value: int | float | None, flag: str, minimum: float = 1) -> None:
+    if value is not None and value < minimum:
+        raise UsageError(f"{flag} must be >= {minimum:g} (got {value})")
+
+
+def check_out_dir(path: Path, flag: str = "--out") -> None:
+    """A folder the results can go to: made now, so a bad path fails before the work."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".lmboard-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"{flag}: cannot write to {path} ({e.strerror or e})") from e
+
+
+def check_out_file(path: Path, flag: str) -> None:
+    """A file the results can be written to later (its folder exists or can be made)."""
+    if path.is_dir():
+        raise UsageError(f"{flag}: {path} is a folder, not a file")
+    check_out_dir(path.parent, flag)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"{flag}: cannot write to {path} (permission denied)")
 
 
 def parse_budget(text: str) -> int | None:
@@ -98,6 +158,10 @@ def generation_settings(
         repetition_penalty=repetition_penalty, seed=seed, stop=tuple(stop or ()), system=system, raw=raw,
     )
 
+
+THREADS = typer.Option(None, "--threads", help="CPU threads for the model (default: the cores this process may use)")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or table")
+DB = typer.Option(None, "--db", help="SQLite store (default $LMBOARD_DB or ~/.lmboard/lmboard.db)")
 
 GEN_OPTS = dict(
     max_new_tokens=typer.Option(512, help="New tokens per answer (transformers' default of 20 is never used)"),

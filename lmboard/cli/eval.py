@@ -7,9 +7,15 @@ from pathlib import Path
 import typer
 
 from lmboard.cli.common import (
+    DB,
+    QUIET,
+    THREADS,
     builtin_data,
+    check_out_dir,
+    check_positive,
     load_lm,
     model_spec,
+    open_store,
     out,
     parse_budget,
     parse_labels,
@@ -21,7 +27,6 @@ from lmboard.errors import UsageError
 from lmboard.lm import Capability, ModelSpec
 from lmboard.models.registry import require_backend
 from lmboard.registry import TASKS
-from lmboard.store import Store
 
 EXAM = "Exam options (--task mmlu, cmmlu, ceval)"
 CLS = "Classification options (--task classify)"
@@ -35,8 +40,9 @@ def eval_cmd(
     shots: int | None = typer.Option(None, help="Few-shot examples per question (default: 5 for exams, 0 for classify)"),
     dtype: str | None = typer.Option(None, help="auto, float32, bfloat16, float16 (overrides the spec)"),
     out_dir: Path | None = typer.Option(None, "--out", help="Result folder (default results/<model>/)"),
-    db: Path | None = typer.Option(None, help="SQLite store (default ~/.lmboard/lmboard.db)"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table"),
+    db: Path | None = DB,
+    quiet: bool = QUIET,
+    threads: int | None = THREADS,
     subjects: str | None = typer.Option(None, help="Comma-separated subjects (default: all)", rich_help_panel=EXAM),
     limit: int | None = typer.Option(None, help="Questions per subject", rich_help_panel=EXAM),
     letter_token: str = typer.Option("spaced", help='spaced: " A" after the cue; bare: tokenizer("A")[-1]',
@@ -56,8 +62,8 @@ def eval_cmd(
     seed: int = typer.Option(123, help="Split and shot seed", rich_help_panel=CLS),
     by: str = typer.Option("loglik", help="loglik or generate", rich_help_panel=CLS),
     normalize: str = typer.Option("none", help="none, tokens or chars (loglik)", rich_help_panel=CLS),
-    batch_tokens: str = typer.Option("auto", "--batch-tokens", "--batch-size", help="Token budget per batch, or auto",
-                                     rich_help_panel=ENGINE),
+    batch_tokens: str = typer.Option("auto", "--batch-tokens", help="Token budget per batch (all prompts' tokens), "
+                                     "or auto", rich_help_panel=ENGINE),
     prefix_reuse: bool = typer.Option(True, help="Compute each shared few-shot prefix once", rich_help_panel=ENGINE),
     packed: bool = typer.Option(True, help="Packed forward for Llama-family models on CPU (off: transformers')",
                                 rich_help_panel=ENGINE),
@@ -67,8 +73,10 @@ def eval_cmd(
     """Score a model on an exam (MMLU, CMMLU, C-Eval) or a classification task."""
     kind = getattr(TASKS.get(task), "kind", "exam")
     spec = model_spec(model, dtype)
+    check_positive(threads, "--threads")
+    check_positive(recheck_margin, "--recheck-margin", 0)
     engine = EngineSettings(parse_budget(batch_tokens), prefix_reuse, packed, recheck_margin)
-    common = {"out_dir": out_dir, "db": db, "quiet": quiet}
+    common = {"out_dir": out_dir, "db": db, "quiet": quiet, "threads": threads}
     if kind == "classification":
         _only_for(task, {"--subjects": subjects, "--limit": limit, "--max-length": max_length, "--chat": chat or None})
         from lmboard.tasks.classify import ClassifyJob, ClassifySettings
@@ -84,6 +92,8 @@ def eval_cmd(
 
     if letter_token not in ("spaced", "bare"):
         raise UsageError(f"--letter-token must be spaced or bare (got {letter_token!r})")
+    check_positive(limit, "--limit")
+    check_positive(max_length, "--max-length")
     settings = ExamSettings(task, data or builtin_data(task), split_list(subjects), limit,
                             5 if shots is None else shots, letter_token, chat, max_length, engine)
     _exam(spec, settings, show=(show_subcategories, show_subjects), **common)
@@ -96,8 +106,9 @@ def _only_for(task: str, given: dict[str, object]) -> None:
             raise UsageError(f"{flag} does not apply to --task {task}")
 
 
-def _exam(spec: ModelSpec, settings, out_dir: Path | None, db: Path | None, quiet: bool, show: tuple[bool, bool]) -> None:
-    from lmboard.report.exam import ensure_writable, write_exam_files
+def _exam(spec: ModelSpec, settings, out_dir: Path | None, db: Path | None, quiet: bool, threads: int | None,
+          show: tuple[bool, bool]) -> None:
+    from lmboard.report.exam import write_exam_files
     from lmboard.report.tables import exam_table
     from lmboard.tasks.exam_run import load_questions, run_exam
 
@@ -107,9 +118,9 @@ def _exam(spec: ModelSpec, settings, out_dir: Path | None, db: Path | None, quie
     require_backend(spec, Capability.LOGITS, f"--task {settings.task} (next-token logits of the answer letters)")
     loaded = load_questions(exam, settings)  # bad data fails here, before the model loads
     out_path = out_dir or Path("results") / spec.display_name
-    ensure_writable(out_path)
-    store = Store(db)
-    lm = load_lm(spec, quiet)
+    check_out_dir(out_path)
+    store = open_store(db, quiet)
+    lm = load_lm(spec, quiet, threads)
     with progress_bar(f"{settings.task} {spec.display_name}", quiet) as update:
         result = run_exam(exam, lm, settings, store, progress=update, loaded=loaded)
     acc = write_exam_files(result, exam, settings.data, out_path)
@@ -119,9 +130,8 @@ def _exam(spec: ModelSpec, settings, out_dir: Path | None, db: Path | None, quie
         out.print(f"results: {out_path}  (run {result.run_id}{', resumed' if result.resumed else ''})")
 
 
-def _classify(spec: ModelSpec, job, out_dir: Path | None, db: Path | None, quiet: bool) -> None:
+def _classify(spec: ModelSpec, job, out_dir: Path | None, db: Path | None, quiet: bool, threads: int | None) -> None:
     from lmboard.report.classify import classify_summary, write_classify_files
-    from lmboard.report.exam import ensure_writable
     from lmboard.tasks.classify_run import load_job, run_classify, scoring_spec
 
     s = job.settings
@@ -131,12 +141,15 @@ def _classify(spec: ModelSpec, job, out_dir: Path | None, db: Path | None, quiet
         raise UsageError(f"--normalize must be none, tokens or chars (got {s.normalize!r})")
     if s.shots < 0:
         raise UsageError(f"--shots must be >= 0 (got {s.shots})")
+    if s.template is not None and "{text}" not in s.template:
+        raise UsageError("--template must contain {text} (where each review goes)")
+    check_positive(job.test_size, "--test-size")
     require_backend(spec, Capability.LOGITS, f"--task classify --by {s.by} (runs on the model's weights)")
     load_job(job)  # bad data fails here, before the model loads
     out_path = out_dir or Path("results") / spec.display_name / "classify"
-    ensure_writable(out_path)
-    store = Store(db)
-    lm = load_lm(scoring_spec(spec, job), quiet)
+    check_out_dir(out_path)
+    store = open_store(db, quiet)
+    lm = load_lm(scoring_spec(spec, job), quiet, threads)
     with progress_bar(f"classify {spec.display_name}", quiet) as update:
         result = run_classify(lm, job, store, update)
     write_classify_files(result, out_path)

@@ -6,7 +6,20 @@ from pathlib import Path
 
 import typer
 
-from lmboard.cli.common import GEN_OPTS, generation_settings, load_lm, model_spec, out, progress_bar
+from lmboard.cli.common import (
+    DB,
+    GEN_OPTS,
+    QUIET,
+    THREADS,
+    check_out_dir,
+    check_positive,
+    generation_settings,
+    load_lm,
+    model_spec,
+    open_store,
+    out,
+    progress_bar,
+)
 from lmboard.errors import UsageError
 
 
@@ -18,8 +31,9 @@ def generate_cmd(
     batch_size: str = typer.Option("auto", help="Prompts per batch for local models, or auto"),
     concurrency: int = typer.Option(8, help="Requests in flight for endpoints"),
     plugins: list[Path] = typer.Option([], "--plugins", help="Python files/folders registering inference functions"),
-    db: Path | None = typer.Option(None, help="SQLite store"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    db: Path | None = DB,
+    quiet: bool = QUIET,
+    threads: int | None = THREADS,
     max_new_tokens: int = GEN_OPTS["max_new_tokens"],
     temperature: float | None = GEN_OPTS["temperature"],
     top_p: float | None = GEN_OPTS["top_p"],
@@ -32,7 +46,6 @@ def generate_cmd(
 ) -> None:
     """Answer one prompt set with several models; write alpaca_eval's output.json."""
     from lmboard.models.registry import load_plugin_paths
-    from lmboard.store import Store
     from lmboard.tasks.open_ended import load_prompts, run_generation, write_outputs
     from lmboard.text import stable_hash
 
@@ -40,6 +53,8 @@ def generate_cmd(
                                    seed, stop, system, raw)
     if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
         raise UsageError(f"--batch-size must be auto or a positive integer (got {batch_size!r})")
+    check_positive(concurrency, "--concurrency")
+    check_positive(threads, "--threads")
     if plugins:
         load_plugin_paths(plugins)
     items = load_prompts(prompts)
@@ -48,10 +63,11 @@ def generate_cmd(
     if len(set(names)) != len(names):
         raise UsageError(f"--models: two models share a name ({', '.join(names)}); add label=NAME to one")
     prompts_id = stable_hash([p.key for p in items])
-    store = Store(db)
+    check_out_dir(out_dir)
+    store = open_store(db, quiet)
     per_model = {}
     for spec in specs:
-        lm = load_lm(spec, quiet)
+        lm = load_lm(spec, quiet, threads)
         with progress_bar(f"generate {spec.display_name}", quiet) as update:
             per_model[spec.display_name] = run_generation(lm, items, settings, store, prompts_id, update,
                                                           None if batch_size == "auto" else int(batch_size), concurrency)

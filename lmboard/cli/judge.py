@@ -7,7 +7,19 @@ from pathlib import Path
 
 import typer
 
-from lmboard.cli.common import err, load_lm, model_spec, out, progress_bar
+from lmboard.cli.common import (
+    DB,
+    QUIET,
+    THREADS,
+    check_out_file,
+    check_positive,
+    err,
+    load_lm,
+    model_spec,
+    open_store,
+    out,
+    progress_bar,
+)
 from lmboard.errors import UsageError
 
 
@@ -34,8 +46,9 @@ def judge_cmd(
     bootstrap: int = typer.Option(2000, help="Bootstrap resamples for the win-rate interval"),
     concurrency: int = typer.Option(8, help="Judge requests in flight (endpoints)"),
     plugins: list[Path] = typer.Option([], "--plugins", help="Python files/folders registering inference functions"),
-    db: Path | None = typer.Option(None, help="SQLite store"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    db: Path | None = DB,
+    quiet: bool = QUIET,
+    threads: int | None = THREADS,
 ) -> None:
     """Judge outputs against a reference with any LLM judge; write an alpaca_eval-style board."""
     from lmboard.judge.board import board_table, build_board, write_board_csv
@@ -46,6 +59,9 @@ def judge_cmd(
         raise UsageError(f"--judge-lang must be auto, en or zh (got {judge_lang!r})")
     if bootstrap < 1000:
         raise UsageError(f"--bootstrap must be at least 1000 (got {bootstrap})")
+    check_positive(concurrency, "--concurrency")
+    check_positive(threads, "--threads")
+    check_out_file(leaderboard, "--leaderboard")
     if plugins:
         from lmboard.models.registry import load_plugin_paths
 
@@ -63,13 +79,12 @@ def judge_cmd(
         raise UsageError("judge needs --outputs and --judge (and --reference in pairwise mode), or --annotations")
     from lmboard.judge.judges import JudgeSettings
     from lmboard.judge.run import judge_outputs
-    from lmboard.store import Store
 
     settings = JudgeSettings(model_spec(judge), mode, judge_lang, seed, both_orders, concurrency)
     files = expand(outputs)  # bad files fail here, before the judge loads
     board, info = judge_outputs(
-        files, reference, settings, Store(db), leaderboard, bootstrap,
-        load=lambda spec: load_lm(spec, quiet), progress=lambda d: progress_bar(d, quiet),
+        files, reference, settings, open_store(db, quiet), leaderboard, bootstrap,
+        load=lambda spec: load_lm(spec, quiet, threads), progress=lambda d: progress_bar(d, quiet),
     )
     if not quiet:
         if info["missing"]:

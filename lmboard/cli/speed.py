@@ -7,10 +7,27 @@ from pathlib import Path
 
 import typer
 
-from lmboard.cli.common import int_list, load_lm, model_spec, out, progress_bar
+from lmboard.cli.common import (
+    DB,
+    QUIET,
+    THREADS,
+    available_cores,
+    check_out_file,
+    check_positive,
+    err,
+    int_list,
+    load_lm,
+    model_spec,
+    open_store,
+    out,
+    progress_bar,
+)
 from lmboard.errors import UsageError
 from lmboard.lm import Capability
 from lmboard.models.registry import backend_capabilities
+from lmboard.speed.local import busy_share
+
+BUSY = 0.25  # warn when other processes took more than this share of the CPUs just before a run
 
 
 def speed_cmd(
@@ -26,15 +43,15 @@ def speed_cmd(
     dtype: str | None = typer.Option(None, help="Local: dtype (overrides the spec)"),
     out_file: Path | None = typer.Option(None, "--out", help="Write the results as JSON"),
     plot_file: Path | None = typer.Option(None, "--plot", help="Write a PNG: throughput and TTFT"),
-    db: Path | None = typer.Option(None, help="SQLite store"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    db: Path | None = DB,
+    quiet: bool = QUIET,
+    threads: int | None = THREADS,
 ) -> None:
     """Measure TTFT, TPOT, throughput and memory the way performance benchmarks do."""
     from lmboard.report.speed import endpoint_table, local_table, plot
     from lmboard.speed.endpoint import LoadSettings
     from lmboard.speed.local import SpeedSettings
     from lmboard.speed.run import run_speed
-    from lmboard.store import Store
 
     if prompt_tokens <= 0 or new_tokens <= 1:
         raise UsageError("--prompt-tokens must be >= 1 and --new-tokens >= 2")
@@ -42,15 +59,28 @@ def speed_cmd(
         raise UsageError("--warmup must be >= 0 and --repeats >= 1")
     if request_rate is not None and request_rate <= 0:
         raise UsageError(f"--request-rate must be positive (got {request_rate})")
+    check_positive(num_requests, "--num-requests")
+    check_positive(threads, "--threads")
+    for path, flag in ((out_file, "--out"), (plot_file, "--plot")):
+        if path is not None:
+            check_out_file(path, flag)
     spec = model_spec(model, dtype)
     local = Capability.LOGITS in backend_capabilities(spec)
     settings = (SpeedSettings(prompt_tokens, new_tokens, int_list(batch_sizes, "--batch-sizes"), warmup, repeats)
                 if local else
                 LoadSettings(num_requests, int_list(concurrency, "--concurrency"), request_rate, prompt_tokens, new_tokens))
-    lm = load_lm(spec, quiet)
+    store = open_store(db, quiet)
+    busy = busy_share(available_cores())
+    lm = load_lm(spec, quiet, threads)
     lm.check()  # an unreachable endpoint is one line, not a table of errors
+    if local and prompt_tokens + new_tokens > lm.max_length:
+        raise UsageError(f"--prompt-tokens {prompt_tokens} + --new-tokens {new_tokens} exceed the model's context "
+                         f"of {lm.max_length} tokens")
+    if busy > BUSY:
+        err.print(f"warning: the machine is busy ({busy:.0%} of its CPU time went to other processes just before "
+                  "this run): timings will be slower than the model is", markup=False)
     with progress_bar(f"speed {spec.display_name}", quiet) as update:
-        record = run_speed(lm, settings, Store(db), update)
+        record = run_speed(lm, settings, store, update, busy)
     rows = record["results"]
     if out_file:
         out_file.parent.mkdir(parents=True, exist_ok=True)

@@ -73,9 +73,9 @@ def score_labels(
     parts: list[ScoreItem] = []
     left: dict[str, int] = {}
     sums: dict[str, list[float]] = {}
+    # Every item is planned, stored ones too: the batches are then those of an
+    # uninterrupted run (a batch of only stored items does not run).
     for it in items:
-        if skip(it.key):
-            continue
         sums[it.key] = [0.0] * len(it.labels)
         left[it.key] = sum(len(lab) for lab in it.labels)
         for li, lab in enumerate(it.labels):
@@ -88,10 +88,11 @@ def score_labels(
             tok = by_key[key].labels[int(li)][int(j)]
             sums[key][int(li)] += row[col[tok]] - row[-1]
             left[key] -= 1
-            if left[key] == 0:
+            if left[key] == 0 and not skip(key):
                 on_item(key, sums[key])
                 if progress:
                     progress(1)
 
     # label log-likelihoods have no close-call recheck (lse rows): exact dtype is the caller's choice
-    return score_last(lm, parts, targets, replace(engine, recheck_margin=0.0), ScoreHooks(on_batch=on_batch), lse=True)
+    hooks = ScoreHooks(skip=lambda part: skip(part.split("\x1f", 1)[0]), on_batch=on_batch)
+    return score_last(lm, parts, targets, replace(engine, recheck_margin=0.0), hooks, lse=True)

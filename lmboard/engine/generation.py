@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from lmboard.engine import transformers_api
@@ -96,15 +96,18 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
 
 
 def generate(lm: LM, requests: Sequence[GenRequest], settings: GenerationSettings, batch_size: int | None = None,
-             concurrency: int = 8) -> Iterator[GenResult]:
+             concurrency: int = 8, skip: Callable[[str], bool] | None = None) -> Iterator[GenResult]:
     """Answers to ``requests`` from any model, yielded as they complete (match by key).
     ``batch_size``: prompts per batch for a local model (None: packed by a token budget);
-    ``concurrency``: requests in flight for an endpoint."""
+    ``concurrency``: requests in flight for an endpoint; ``skip``: keys already answered
+    (a local model still plans its batches over every request, so a resumed run batches
+    exactly as an uninterrupted one and gives the same answers)."""
     if Capability.LOGITS in lm.capabilities:
-        yield from generate_batched(lm, requests, settings, batch_size)  # type: ignore[arg-type]
+        yield from generate_batched(lm, requests, settings, batch_size, skip)  # type: ignore[arg-type]
     elif Capability.GENERATE in lm.capabilities:
         gen: GeneratingLM = lm  # type: ignore[assignment]
-        yield from gen.generate(requests, settings, concurrency)
+        todo = [r for r in requests if skip is None or not skip(r.key)]
+        yield from gen.generate(todo, settings, concurrency)
     else:
         raise capability_error(lm.spec, lm.capabilities, Capability.GENERATE, "generation")
 
@@ -154,7 +157,10 @@ def _answer(lm: LocalLM, new: list[int], eos: set[int], settings: GenerationSett
 
 
 def generate_batched(lm: LocalLM, requests: Sequence[GenRequest], settings: GenerationSettings,
-                     batch_size: int | None = None) -> Iterator[GenResult]:
+                     batch_size: int | None = None, skip: Callable[[str], bool] | None = None) -> Iterator[GenResult]:
+    """Batches planned over every request (longest first); a batch whose requests all
+    ``skip`` does not run, a batch with any left runs whole (its composition, and so its
+    answers, are those of an uninterrupted run)."""
     import torch
 
     gc = generation_config(lm, settings)
@@ -179,6 +185,8 @@ def generate_batched(lm: LocalLM, requests: Sequence[GenRequest], settings: Gene
                                      {**eff, "batch_size": len(idx)}))
 
     for b in _batches(lm, ids, settings, batch_size):
+        if skip is not None and all(skip(requests[i].key) for i in b):
+            continue
         run_with_backoff(b, run)
         yield from results
         results.clear()

@@ -28,6 +28,7 @@ from lmboard.engine.prefix_cache import PrefixCaches
 from lmboard.engine.recheck import Recheck
 from lmboard.engine.runner import make_runner
 from lmboard.engine.stats import Budget, EngineStats
+from lmboard.faults import fault
 from lmboard.lm import LocalLM
 
 Rows = list[tuple[str, list[float]]]
@@ -50,8 +51,10 @@ class EngineSettings:
 class ScoreHooks:
     """The caller's side of a run: what to skip, where results go, progress, test limits."""
 
-    skip: Callable[[str], bool] = lambda key: False  # already stored: batches of only these do not run
-    on_batch: Callable[[Rows], None] | None = None  # results as each batch finishes, in the batch's order
+    skip: Callable[[str], bool] = lambda key: False  # stored (final or pending): batches of only these do not run
+    pending: Callable[[str], bool] = lambda key: False  # stored as provisional: only its float32 recheck is left
+    on_batch: Callable[[Rows], None] | None = None  # final rows, as soon as they are
+    on_provisional: Callable[[Rows], None] | None = None  # close calls before their recheck (store them as pending)
     progress: Callable[[int], None] | None = None
     oom_guard: Callable[[int], None] | None = None  # tests inject a memory limit (tokens -> raise)
 
@@ -89,10 +92,13 @@ class _Run:
         self.hooks, self.lse = hooks, lse
 
     def emit(self, idx: list[int], logits: Any) -> None:
-        if self.hooks.on_batch:
-            self.hooks.on_batch([(self.plan.segs[i].item.key, row) for i, row in zip(idx, logits.tolist(), strict=True)])
+        self._hand_on(idx, logits, range(len(idx)), self.hooks.on_batch)
 
-    def run(self, idx: list[int], views: dict) -> None:
+    def _hand_on(self, idx: list[int], logits: Any, rows, to: Callable[[Rows], None] | None) -> None:
+        if to is not None and rows:
+            to([(self.plan.segs[idx[r]].item.key, logits[r].tolist()) for r in rows])
+
+    def run(self, bi: int, idx: list[int], views: dict) -> None:
         """Score the segments ``idx`` (a batch, or half of one after an out-of-memory)."""
         segs, s = self.plan.segs, self.stats
         lens = [len(segs[i].ids) for i in idx]
@@ -105,23 +111,29 @@ class _Run:
         s.tokens_run += sum(lens)
         s.padded_tokens += n - sum(lens)
         s.prefix_tokens_reused += sum(len(segs[i].item.ids) - len(segs[i].ids) for i in idx)
+        fault("engine.batch")
         if self.recheck is None:
             self.emit(idx, logits)
-        else:
-            self.recheck.add(idx, logits)
+        else:  # close calls are handed on as provisional now, and as final after their recheck
+            close = self.recheck.close_rows(bi, idx, logits)
+            self._hand_on(idx, logits, [r for r in range(len(idx)) if r not in set(close)], self.hooks.on_batch)
+            self._hand_on(idx, logits, close, self.hooks.on_provisional)
         if self.hooks.progress:
             self.hooks.progress(len(idx))
 
     def batch(self, bi: int, batch: list[int]) -> None:
-        if all(self.hooks.skip(self.plan.segs[i].item.key) for i in batch):
+        keys = [self.plan.segs[i].item.key for i in batch]
+        rc = self.recheck
+        if all(map(self.hooks.skip, keys)):  # stored by an earlier run: at most its recheck is left
+            if rc is not None:
+                rc.add_stored(bi, [i for i, k in zip(batch, keys, strict=True) if self.hooks.pending(k)])
             if self.hooks.progress:
                 self.hooks.progress(len(batch))
-            return
-        views = self.caches.views(batch)
-        run_with_backoff(batch, lambda idx: self.run(idx, views), on_oom=self.budget.halve)
-        rc = self.recheck
-        if rc is not None and rc.due(last=bi == len(self.plan.batches) - 1):
-            rc.flush(bi)
+        else:
+            views = self.caches.views(batch)
+            run_with_backoff(batch, lambda idx: self.run(bi, idx, views), on_oom=self.budget.halve)
+        if rc is not None:
+            rc.after_batch(bi)
         self.caches.release(bi, rc.waiting() if rc is not None else set())
 
 
@@ -131,7 +143,8 @@ def score_last(lm: LocalLM, items: Sequence[ScoreItem], target_ids: Sequence[int
     """Logits of ``target_ids`` at each item's last position, to ``hooks.on_batch``.
 
     Batch composition depends only on the items and the budget, so a resumed run (whose
-    stored items ``hooks.skip``) computes exactly what the interrupted one would have.
+    stored items ``hooks.skip``) computes exactly what the interrupted one would have;
+    close calls stored as provisional (``hooks.pending``) are only rechecked.
     ``lse``: each row ends with one more column, the log-sum-exp over the whole
     vocabulary (log-probabilities of the targets are their logits minus it).
     """
@@ -141,6 +154,4 @@ def score_last(lm: LocalLM, items: Sequence[ScoreItem], target_ids: Sequence[int
     with torch.inference_mode():
         for bi, batch in enumerate(run.plan.batches):
             run.batch(bi, batch)
-        if run.recheck is not None and run.recheck.held:
-            run.recheck.flush(len(run.plan.batches))
     return run.stats

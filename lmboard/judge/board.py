@@ -76,6 +76,8 @@ def read_annotations(paths: list[Path]) -> list[GeneratorResult]:
     results: dict[str, GeneratorResult] = {}
     for path in paths:
         entries = read_json_list(path)
+        if not entries:
+            raise UsageError(f"{path}: no annotations (an empty list)")
         gens = {e.get("generator_2") for e in entries if isinstance(e, dict)}
         for i, e in enumerate(entries):
             if not isinstance(e, dict):

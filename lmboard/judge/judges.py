@@ -14,10 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from lmboard.engine import EngineSettings, ScoreHooks, ScoreItem, generate, score_last
+from lmboard.faults import fault
 from lmboard.judge import prompts
 from lmboard.lm import LM, Capability, GenerationSettings, GenRequest, LocalLM, LogprobLM, ModelSpec
 from lmboard.store import Store
 from lmboard.text import stable_hash
+from lmboard.version import RESULTS_VERSION
+
+CHUNK = 64  # judgments made and stored together
 
 
 @dataclass(frozen=True)
@@ -47,12 +51,14 @@ class Judge:
     def __init__(self, lm: LM, settings: JudgeSettings, store: Store):
         self.lm, self.settings, self.store = lm, settings, store
         self.template = prompts.judge_template_hash(settings.mode)
+        self.dtype = lm.info().get("dtype")  # a local judge's resolved dtype moves its probabilities
         self.calls = 0  # requests actually sent to the judge (cache misses)
 
     # ---- cache
     def key(self, c: Comparison, first_is_model: bool, lang: str) -> str:
         return stable_hash([self.settings.spec.canonical(), self.settings.mode, self.template, lang,
-                            c.instruction, c.reference, c.output, first_is_model], 32)
+                            c.instruction, c.reference, c.output, first_is_model]
+                           + ([self.dtype, RESULTS_VERSION] if self.dtype else []), 32)
 
     def run(self, comparisons: Sequence[Comparison], progress: Callable[[int, int], None] | None = None) -> list[dict]:
         """One record per comparison: preference (or grade), validity, consistency."""
@@ -65,20 +71,33 @@ class Judge:
             first = model_first(self.settings.seed, c.instruction)
             orders = [first, not first] if self.settings.both_orders else [first]
             jobs += [(n, o, lang, self.key(c, o, lang)) for o in orders]
+        with self.store.run_lock("judge-" + stable_hash(sorted(j[3] for j in jobs))):
+            cached = self._judge_missing(comparisons, jobs, progress)
+        return [self._combine(c, [cached[j[3]] for j in jobs if j[0] == n]) for n, c in enumerate(comparisons)]
+
+    def _judge_missing(self, comparisons, jobs, progress) -> dict[str, dict]:
+        """Judge in chunks planned over every job, each stored as one transaction. A local
+        judge runs a chunk with any judgment missing whole (its batches, and so its
+        probabilities, are an uninterrupted run's); an endpoint is sent only what is missing."""
         cached = {k: v for k in {j[3] for j in jobs} if (v := self.store.get_judgment(k)) is not None}
-        todo = [j for j in jobs if j[3] not in cached]
-        done = len(jobs) - len(todo)
+        done = sum(1 for j in jobs if j[3] in cached)
         if progress:
             progress(done, len(jobs))
-        for chunk_start in range(0, len(todo), 64):
-            chunk = todo[chunk_start : chunk_start + 64]
-            results = self._judge([(comparisons[n], o, lang) for n, o, lang, _ in chunk])
-            self.store.put_judgments([(j[3], self.settings.spec.canonical(), r) for j, r in zip(chunk, results, strict=True)])
-            cached.update({j[3]: r for j, r in zip(chunk, results, strict=True)})
-            done += len(chunk)
+        for start in range(0, len(jobs), CHUNK):
+            chunk = jobs[start : start + CHUNK]
+            missing = [j for j in chunk if j[3] not in cached]
+            if not missing:
+                continue
+            run = chunk if Capability.LOGITS in self.lm.capabilities else missing
+            results = self._judge([(comparisons[n], o, lang) for n, o, lang, _ in run])
+            fault("judge.chunk")
+            new = [(j, r) for j, r in zip(run, results, strict=True) if j[3] not in cached]
+            self.store.put_judgments([(j[3], self.settings.spec.canonical(), r) for j, r in new])
+            cached.update({j[3]: r for j, r in new})
+            done += len(missing)
             if progress:
                 progress(done, len(jobs))
-        return [self._combine(c, [cached[j[3]] for j in jobs if j[0] == n]) for n, c in enumerate(comparisons)]
+        return cached
 
     def _combine(self, c: Comparison, parts: list[dict]) -> dict:
         valid = [p for p in parts if p["value"] is not None]

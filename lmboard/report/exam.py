@@ -14,7 +14,6 @@ import csv
 import json
 from pathlib import Path
 
-from lmboard.errors import UsageError
 from lmboard.metrics.accuracy import exam_accuracy
 from lmboard.tasks.exam import MCExam
 from lmboard.tasks.exam_run import ExamResult, sample_key
@@ -34,19 +33,8 @@ def safe_name(model: str) -> str:
     return model.replace("/", "_")
 
 
-def ensure_writable(out: Path) -> None:
-    """Fail before the work, not after it."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".lmboard-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"--out: cannot write to {out} ({e.strerror or e})") from e
-
-
 def write_exam_files(result: ExamResult, exam: MCExam, data: Path, out: Path) -> dict:
-    ensure_writable(out)
+    out.mkdir(parents=True, exist_ok=True)
     model = result.model
     acc = aggregate(result, exam, data)
     for subject, qs in result.questions.items():

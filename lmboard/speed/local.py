@@ -169,6 +169,27 @@ def measure_local(lm: LocalLM, settings: SpeedSettings, progress=None) -> list[d
     return rows
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of all CPUs from /proc/stat."""
+    with open("/proc/stat") as f:
+        vals = [int(v) for v in f.readline().split()[1:]]
+    return vals[3] + vals[4], sum(vals)
+
+
+def busy_share(cores: int, seconds: float = 0.5) -> float:
+    """The share of this process's cores that other processes kept busy over ``seconds``
+    (this process sleeps meanwhile); 0 where /proc/stat cannot be read."""
+    try:
+        idle0, total0 = _cpu_times()
+        time.sleep(seconds)
+        idle1, total1 = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    machine = os.cpu_count() or cores
+    busy_cpus = (1 - (idle1 - idle0) / max(total1 - total0, 1)) * machine
+    return max(0.0, min(1.0, busy_cpus / max(cores, 1)))
+
+
 def hardware() -> dict:
     import platform
 
@@ -179,6 +200,7 @@ def hardware() -> dict:
         "processor": _cpu_model(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "load_average_1m": os.getloadavg()[0],
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
     }
     if torch.cuda.is_available():

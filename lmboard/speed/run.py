@@ -14,9 +14,10 @@ from lmboard.text import stable_hash
 
 
 def run_speed(lm: LM, settings: SpeedSettings | LoadSettings, store: Store,
-              progress: Callable[[int, int], None] | None = None) -> dict:
+              progress: Callable[[int, int], None] | None = None, busy: float | None = None) -> dict:
     """Local models run exact work (SpeedSettings); endpoints take streamed load (LoadSettings).
-    The record (settings, rows, hardware, provenance) is stored as a finished run."""
+    The record (settings, rows, hardware, provenance) is stored as a finished run;
+    ``busy``: the share of CPU time other processes took just before (recorded)."""
     if isinstance(settings, SpeedSettings):
         local: LocalLM = require(lm, Capability.LOGITS, "lmboard speed with --batch-sizes", LocalLM)
         rows, kind = measure_local(local, settings, progress), "local"
@@ -24,7 +25,7 @@ def run_speed(lm: LM, settings: SpeedSettings | LoadSettings, store: Store,
         streaming: StreamingLM = require(lm, Capability.STREAM, "lmboard speed on an endpoint", StreamingLM)
         rows, kind = measure_endpoint(streaming, settings, progress), "endpoint"
     record = {"kind": kind, "model": lm.spec.display_name, "settings": dataclasses.asdict(settings), "results": rows,
-              "hardware": hardware(), "provenance": lm.info(), "time": time.time()}
+              "hardware": {**hardware(), "busy_share_before": busy}, "provenance": lm.info(), "time": time.time()}
     run_id = f"speed-{stable_hash([lm.spec.canonical(), record['settings'], record['time']], 12)}"
     store.open_run(run_id, "speed", lm.spec.display_name, {"model": lm.spec.canonical(), "settings": record["settings"]},
                    record["provenance"])

@@ -13,6 +13,7 @@ from lmboard.lm import GenerationSettings, GenRequest, LocalLM, ModelSpec
 from lmboard.metrics.classification import classification_report
 from lmboard.store import Store
 from lmboard.tasks.classify import ClassifyJob, Example, load_examples, match_label, pick_shots, render, split
+from lmboard.tasks.runs import describe, family, run_id, run_key
 from lmboard.text import stable_hash
 
 Progress = Callable[[int, int], None]
@@ -52,15 +53,18 @@ def _generation_tokens(lm: LocalLM, job: ClassifyJob) -> int:
     return max(len(lm.encode(job.settings.sep + n, special=False)) for n in job.settings.labels.values()) + 6
 
 
-def _by_loglik(lm: LocalLM, job: ClassifyJob, shots: list[Example], todo: list[Example],
-               record: Callable[[str, dict], None]) -> dict | None:
+def _by_loglik(lm: LocalLM, job: ClassifyJob, shots: list[Example], test: list[Example],
+               record: Callable[[str, dict], None], done: Callable[[str], bool]) -> dict | None:
+    """Every review is planned (a resumed run batches as an uninterrupted one); stored ones are skipped."""
     s, names = job.settings, list(job.settings.labels.values())
+    if all(done(str(e.line)) for e in test):
+        return None
     items = []
-    for e in todo:
+    for e in test:
         prompt = render(s, shots, e.text)
         ctx, lab_ids = continuation_ids(lm, prompt, [s.sep + n for n in names])
         items.append(LabelItem(str(e.line), prompt, ctx, lab_ids))
-    gold_of = {str(e.line): e.label for e in todo}
+    gold_of = {str(e.line): e.label for e in test}
     lab_len = {it.key: [len(x) for x in it.labels] for it in items}
 
     def on_item(key: str, lp: list[float]) -> None:
@@ -70,17 +74,29 @@ def _by_loglik(lm: LocalLM, job: ClassifyJob, shots: list[Example], todo: list[E
             lp = [v / len(n) for v, n in zip(lp, names, strict=True)]
         record(key, {"gold": gold_of[key], "pred": names[max(range(len(lp)), key=lp.__getitem__)], "scores": lp})
 
-    return score_labels(lm, items, job.engine, on_item).to_dict() if items else None
+    return score_labels(lm, items, job.engine, on_item, skip=done).to_dict()
 
 
-def _by_generation(lm: LocalLM, job: ClassifyJob, shots: list[Example], todo: list[Example],
-                   record: Callable[[str, dict], None]) -> None:
+def _by_generation(lm: LocalLM, job: ClassifyJob, shots: list[Example], test: list[Example],
+                   record: Callable[[str, dict], None], done: Callable[[str], bool]) -> None:
+    """Batches planned over the whole test side (a resumed run batches as an uninterrupted one)."""
     names = list(job.settings.labels.values())
-    gold_of = {str(e.line): e.label for e in todo}
-    reqs = [GenRequest(str(e.line), text=render(job.settings, shots, e.text)) for e in todo]
+    gold_of = {str(e.line): e.label for e in test}
+    reqs = [GenRequest(str(e.line), text=render(job.settings, shots, e.text)) for e in test]
     gs = GenerationSettings(max_new_tokens=_generation_tokens(lm, job), do_sample=False, raw=True, stop=("\n",))
-    for r in generate_batched(lm, reqs, gs):
+    for r in generate_batched(lm, reqs, gs, skip=done):
+        if done(r.key):
+            continue
         record(r.key, {"gold": gold_of[r.key], "pred": match_label(r.output, names), "answer": r.output})
+
+
+def classify_identity(lm: LocalLM, job: ClassifyJob, shots: list[Example], test: list[Example]) -> tuple[str, dict, str]:
+    s = job.settings
+    data = str(Path(job.data).resolve())
+    key = run_key(lm.spec, lm.dtype_name, data=data, settings=s.__dict__, shots=[x.line for x in shots],
+                  test=stable_hash([e.line for e in test]),
+                  gen_tokens=_generation_tokens(lm, job) if s.by == "generate" else None)
+    return run_id("classify", key), key, family("classify", lm.spec, data=data, labels=s.labels)
 
 
 def run_classify(lm: LocalLM, job: ClassifyJob, store: Store, progress: Progress | None = None) -> dict:
@@ -88,30 +104,28 @@ def run_classify(lm: LocalLM, job: ClassifyJob, store: Store, progress: Progress
     metrics, provenance and the per-example samples in test order."""
     shots, test, _, skipped = load_job(job)
     s = job.settings
-    key = {"gen_tokens": _generation_tokens(lm, job) if s.by == "generate" else None, "model": lm.spec.canonical(),
-           "data": str(Path(job.data).resolve()), "settings": s.__dict__, "shots": [x.line for x in shots],
-           "test": stable_hash([e.line for e in test]), "dtype": lm.dtype_name}
-    run_id = f"classify-{stable_hash(key, 12)}"
-    store.open_run(run_id, "classify", lm.spec.display_name, key, lm.info())
-    done = store.sample_keys(run_id)
+    rid, key, fam = classify_identity(lm, job, shots, test)
     t0 = time.time()
-    todo = [e for e in test if str(e.line) not in done]
-    n_done = [len(test) - len(todo)]
-    if progress:
-        progress(n_done[0], len(test))
-
-    def record(k: str, sample: dict) -> None:
-        store.add_samples(run_id, [(k, sample)])
-        n_done[0] += 1
+    with store.run_lock(rid):
+        store.say(describe(store.open_run(rid, "classify", lm.spec.display_name, key, lm.info(), fam), rid))
+        done = store.sample_keys(rid)
+        todo = [e for e in test if str(e.line) not in done]
+        n_done = [len(test) - len(todo)]
         if progress:
             progress(n_done[0], len(test))
 
-    engine = _by_loglik(lm, job, shots, todo, record) if s.by == "loglik" else _by_generation(lm, job, shots, todo, record)
-    samples = dict(store.samples(run_id))
-    names = list(s.labels.values())
-    m = classification_report([samples[str(e.line)]["gold"] for e in test],
-                              [samples[str(e.line)]["pred"] for e in test], names)
-    store.finish_run(run_id, {k: m[k] for k in ("accuracy", "macro_f1", "n", "unmatched")})
+        def record(k: str, sample: dict) -> None:
+            store.add_samples(rid, [(k, sample)])
+            n_done[0] += 1
+            if progress:
+                progress(n_done[0], len(test))
+
+        by = _by_loglik if s.by == "loglik" else _by_generation
+        engine = by(lm, job, shots, test, record, done.__contains__)
+        samples = dict(store.samples(rid))
+        m = classification_report([samples[str(e.line)]["gold"] for e in test],
+                                  [samples[str(e.line)]["pred"] for e in test], list(s.labels.values()))
+        store.finish_run(rid, {k: m[k] for k in ("accuracy", "macro_f1", "n", "unmatched")})
     return {**m, "skipped_empty_text": skipped, "shots": len(shots), "by": s.by, "normalize": s.normalize,
-            "template": s.prompt("{text}"), "cost_time": time.time() - t0, "run_id": run_id, "engine": engine,
+            "template": s.prompt("{text}"), "cost_time": time.time() - t0, "run_id": rid, "engine": engine,
             "provenance": lm.info(), "samples": [{"line": e.line, **samples[str(e.line)]} for e in test]}

@@ -20,7 +20,12 @@ from lmboard.tasks.exam import MCExam, MCQuestion, check_answer
 def _categories(path: Path) -> dict:
     if not path.is_file():
         raise UsageError(f"--data: {path} is missing (CMMLU needs its categories.json)")
-    return read_json(path)
+    d = read_json(path)
+    for key in ("name_en2zh", "subcategories", "categories"):
+        if not isinstance(d, dict) or key not in d:
+            raise UsageError(f"--data: {path} is not CMMLU's categories.json (no {key!r}): is {path.parent} "
+                             "a CMMLU folder?")
+    return d
 
 
 @register_task("cmmlu")

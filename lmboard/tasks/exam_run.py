@@ -18,6 +18,7 @@ from lmboard.lm import LocalLM
 from lmboard.metrics.accuracy import softmax
 from lmboard.store import Store
 from lmboard.tasks.exam import ExamSettings, MCExam, MCQuestion, Prompt
+from lmboard.tasks.runs import describe, family, run_id, run_key
 from lmboard.text import stable_hash, template_hash
 
 Questions = dict[str, list[MCQuestion]]  # subject -> questions, in file order
@@ -128,9 +129,22 @@ def sample_record(exam: MCExam, p: Prompt, logits: list[float]) -> dict:
             "probs": probs, "pred": pred, "gold": q.answer, "correct": pred == q.answer}
 
 
+def exam_identity(exam: MCExam, lm: LocalLM, settings: ExamSettings, provenance: dict) -> tuple[str, dict, str]:
+    """(run id, key, family). The recheck margin moves stored probabilities only where
+    the model computes in reduced precision; batching never does."""
+    dtype = provenance["dtype"]
+    key = run_key(lm.spec, dtype, exam=settings.key_dict(), template=provenance["prompt_template_hash"],
+                  recheck_margin=settings.engine.recheck_margin if dtype != "float32" else None)
+    fam = family("exam", lm.spec, task=exam.name, data=str(Path(settings.data).resolve()),
+                 subjects=list(settings.subjects))
+    return run_id(exam.name, key), key, fam
+
+
 def run_exam(exam: MCExam, lm: LocalLM, settings: ExamSettings, store: Store,
              progress: Callable[[int, int], None] | None = None, oom_guard: Callable[[int], None] | None = None,
              loaded: tuple[Questions, Pools] | None = None) -> ExamResult:
+    """Score what the store does not hold as final (close calls stored as pending are only
+    rechecked). A second process on the same run waits for this one, then finds it done."""
     t0 = time.time()
     questions, pools = loaded or load_questions(exam, settings)
     prompts, ids = build_prompts(exam, lm, settings, questions, pools)
@@ -138,10 +152,7 @@ def run_exam(exam: MCExam, lm: LocalLM, settings: ExamSettings, store: Store,
     # In chat form the letter opens the assistant turn: no separator before it.
     letter_ids = exam.letter_ids(lm, cue, settings.letter_token, "" if settings.chat else exam.answer_sep)
     provenance = exam_provenance(exam, lm, settings, pools, letter_ids)
-    key = {"model": lm.spec.canonical(), "exam": settings.key_dict(), "dtype": provenance["dtype"]}
-    run_id = f"{exam.name}-{stable_hash(key, 12)}"
-    resumed = store.open_run(run_id, "exam", lm.spec.display_name, {**key, "run": run_id}, provenance)
-    done = store.sample_keys(run_id)
+    rid, key, fam = exam_identity(exam, lm, settings, provenance)
     by_key = {sample_key(p.question): p for p in prompts}
     items = [ScoreItem(sample_key(p.question), i, p.prefix) for p, i in zip(prompts, ids, strict=True)]
     seen = [0]
@@ -151,21 +162,27 @@ def run_exam(exam: MCExam, lm: LocalLM, settings: ExamSettings, store: Store,
         if progress:
             progress(seen[0], len(items))
 
-    def on_batch(rows: list[tuple[str, list[float]]]) -> None:
-        store.add_samples(run_id, [(k, sample_record(exam, by_key[k], logits)) for k, logits in rows])
+    def write(state: str) -> Callable[[list[tuple[str, list[float]]]], None]:
+        return lambda rows: store.add_samples(rid, [(k, sample_record(exam, by_key[k], lg)) for k, lg in rows], state)
 
     stats = None
-    if len(done) < len(items):
-        stats = score_last(lm, items, letter_ids, settings.engine,
-                           ScoreHooks(skip=done.__contains__, on_batch=on_batch, progress=tick, oom_guard=oom_guard))
-    elif progress:
-        progress(len(items), len(items))
-    return _collect(run_id, lm, questions, store, by_key, provenance, stats, time.time() - t0, resumed)
+    with store.run_lock(rid):
+        opened = store.open_run(rid, "exam", lm.spec.display_name, {**key, "run": rid}, provenance, fam)
+        store.say(describe(opened, rid))
+        final, pending = store.sample_keys(rid), store.sample_keys(rid, "pending")
+        if len(final) < len(items):
+            hooks = ScoreHooks(skip=lambda k: k in final or k in pending, pending=pending.__contains__,
+                               on_batch=write("final"), on_provisional=write("pending"), progress=tick,
+                               oom_guard=oom_guard)
+            stats = score_last(lm, items, letter_ids, settings.engine, hooks)
+        elif progress:
+            progress(len(items), len(items))
+    return _collect(rid, lm, questions, store, by_key, provenance, stats, time.time() - t0, opened.resumed)
 
 
-def _collect(run_id: str, lm: LocalLM, questions: Questions, store: Store, by_key: dict, provenance: dict,
+def _collect(rid: str, lm: LocalLM, questions: Questions, store: Store, by_key: dict, provenance: dict,
              stats: EngineStats | None, cost: float, resumed: bool) -> ExamResult:
-    samples = {k: v for k, v in store.samples(run_id) if k in by_key}
+    samples = {k: v for k, v in store.samples(rid) if k in by_key}
     missing = [k for k in by_key if k not in samples]
     if missing:
         raise RuntimeError(f"internal: {len(missing)} questions were not scored (first: {missing[0]})")
@@ -174,4 +191,4 @@ def _collect(run_id: str, lm: LocalLM, questions: Questions, store: Store, by_ke
                                 "max": max(max(v) for v in shots_used.values())}
     if stats is not None:
         provenance["engine"] = stats.to_dict()
-    return ExamResult(run_id, lm.spec.display_name, questions, samples, provenance, stats, cost, resumed, shots_used)
+    return ExamResult(rid, lm.spec.display_name, questions, samples, provenance, stats, cost, resumed, shots_used)

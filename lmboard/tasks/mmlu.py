@@ -44,6 +44,10 @@ class MMLU(MCExam):
         csv_path, jsonl_path = base.with_suffix(".csv"), base.with_suffix(".jsonl")
         if csv_path.is_file():
             rows = read_csv_rows(csv_path, 6, header=False)
+            # The hendrycks files have no header, but some copies add one
+            # (question,answer_a,...,answer): a first row whose answer reads "answer" is one.
+            if rows and rows[0][1][5].strip().lower() == "answer":
+                rows = rows[1:]
             return [
                 MCQuestion(
                     subject, i, r[0], tuple(r[1:5]), check_answer(csv_path, line, r[5]), tuple(r)

@@ -16,9 +16,11 @@ from pathlib import Path
 
 from lmboard.engine import generate
 from lmboard.errors import UsageError
+from lmboard.faults import fault
 from lmboard.io import read_json_list, read_jsonl
 from lmboard.lm import LM, GenerationSettings, GenRequest
 from lmboard.store import Store
+from lmboard.tasks.runs import describe, family, run_id, run_key
 from lmboard.text import stable_hash
 
 
@@ -88,39 +90,48 @@ def run_generation(
     batch_size: int | None = None,
     concurrency: int = 8,
 ) -> tuple[str, dict[str, dict]]:
-    """Generate what the store does not hold yet; returns (run id, key -> record)."""
-    key = {"model": lm.spec.canonical(), "prompts": prompts_id, "settings": settings.to_dict()}
-    run_id = f"gen-{stable_hash(key, 12)}"
-    store.open_run(run_id, "generate", lm.spec.display_name, key, lm.info())
-    done = store.sample_keys(run_id)
+    """Generate what the store does not hold yet, storing each answer as it comes; returns
+    (run id, key -> record). Prompts per batch are part of the run's identity: with padding
+    (and in reduced precision) they can change a greedy answer."""
+    info = lm.info()
+    key = run_key(lm.spec, info.get("dtype"), prompts=prompts_id, settings=settings.to_dict(), batch_size=batch_size)
+    rid = run_id("gen", key)
     unique = {p.key: p for p in prompts}
-    todo = [p.request() for k, p in unique.items() if k not in done]
-    n = len(unique) - len(todo)
-    if progress:
-        progress(n, len(unique))
-    for r in generate(lm, todo, settings, batch_size, concurrency):
-        store.add_samples(run_id, [(r.key, {
-            "output": r.output, "prompt": r.prompt, "prompt_tokens": r.prompt_tokens,
-            "output_tokens": r.output_tokens, "latency_s": r.latency_s, "finish_reason": r.finish_reason,
-            "settings": r.settings,
-        })])
-        n += 1
+    with store.run_lock(rid):
+        opened = store.open_run(rid, "generate", lm.spec.display_name, key, info,
+                                family("generate", lm.spec, prompts=prompts_id))
+        store.say(describe(opened, rid))
+        done = store.sample_keys(rid)
+        n = len(done & set(unique))
         if progress:
             progress(n, len(unique))
-    records = dict(store.samples(run_id))
-    store.finish_run(run_id, {"n": len(records)})
-    return run_id, records
+        reqs = [p.request() for p in unique.values()]
+        for r in generate(lm, reqs, settings, batch_size, concurrency, skip=done.__contains__):
+            if r.key in done:
+                continue  # a batch with one answer left runs whole: its other answers are stored already
+            fault("generate.result")
+            store.add_samples(rid, [(r.key, {
+                "output": r.output, "prompt": r.prompt, "prompt_tokens": r.prompt_tokens,
+                "output_tokens": r.output_tokens, "latency_s": r.latency_s, "finish_reason": r.finish_reason,
+                "settings": r.settings,
+            })])
+            n += 1
+            if progress:
+                progress(n, len(unique))
+        records = dict(store.samples(rid))
+        store.finish_run(rid, {"n": len(records)})
+    return rid, records
 
 
 def write_outputs(out: Path, prompts: list[PromptItem], per_model: dict[str, tuple[str, dict]]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     entries, lines = [], []
-    for generator, (run_id, records) in per_model.items():
+    for generator, (rid, records) in per_model.items():
         for p in prompts:
             r = records[p.key]
             entries.append({"instruction": p.instruction, "input": p.input, "output": r["output"],
                             "generator": generator, "dataset": p.dataset, "datasplit": "eval"})
-            lines.append(json.dumps({"generator": generator, "run_id": run_id, "instruction": p.instruction,
+            lines.append(json.dumps({"generator": generator, "run_id": rid, "instruction": p.instruction,
                                      **r}, ensure_ascii=False))
     (out / "output.json").write_text(json.dumps(entries, indent=2, ensure_ascii=False), encoding="utf-8")
     (out / "generations.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")

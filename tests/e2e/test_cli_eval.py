@@ -1,18 +1,14 @@
-"""`lmboard eval` end to end on SmolLM2 and the real MMLU data, through the real CLI."""
+"""`lmboard eval` end to end on SmolLM2 and the real MMLU data, through the real CLI.
+(Killing and resuming runs: test_faults.py.)"""
 
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
-from helpers import MMLU, ROOT, lmboard
+from helpers import MMLU, lmboard
 
 
 def read_samples(out: Path) -> list[dict]:
@@ -62,45 +58,3 @@ def test_must_show_command_writes_files_and_accuracies_recompute(tmp_path):
     con = sqlite3.connect(tmp_path / "db.sqlite")
     assert con.execute("select count(*) from samples").fetchone()[0] == 287
     assert con.execute("select status from runs").fetchone()[0] == "done"
-
-
-def _files(out: Path) -> dict:
-    acc = json.loads(next(out.glob("accuracies_*.json")).read_text())
-    for k in ("cost_time", "provenance", "run_id"):
-        acc.pop(k)
-    csvs = {p.name: p.read_text() for p in sorted(out.glob("*.csv"))}
-    return {"acc": acc, "samples": (out / "samples.jsonl").read_text(), "csv": csvs}
-
-
-def test_killed_run_resumes_and_writes_the_same_files(tmp_path):
-    args = ["eval", "smollm2", "--data", str(MMLU), "--subjects", "abstract_algebra,anatomy,astronomy",
-            "--limit", "60", "--shots", "3", "--batch-tokens", "300", "--quiet"]
-    ref = lmboard(*args, "--out", str(tmp_path / "ref"), "--db", str(tmp_path / "ref.db"))
-    assert ref.returncode == 0, ref.stderr
-    db = tmp_path / "killed.db"
-    proc = subprocess.Popen([sys.executable, "-m", "lmboard", *args, "--out", str(tmp_path / "res"),
-                             "--db", str(db)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    done = 0
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        if db.exists():
-            try:
-                done = sqlite3.connect(db).execute("select count(*) from samples").fetchone()[0]
-            except sqlite3.OperationalError:
-                continue
-            if done >= 5:
-                break
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    kept = sqlite3.connect(db).execute("select count(*) from samples").fetchone()[0]
-    assert 5 <= kept < 180
-    assert not list((tmp_path / "res").glob("*.json"))  # files are written at the end, from the store
-    again = lmboard(*args, "--out", str(tmp_path / "res"), "--db", str(db))
-    assert again.returncode == 0, again.stderr
-    run = json.loads(next((tmp_path / "res").glob("accuracies_*.json")).read_text())
-    assert run["provenance"]["engine"]["items"] == 180
-    assert run["provenance"]["engine"]["tokens_run"] < json.loads(
-        next((tmp_path / "ref").glob("accuracies_*.json")).read_text())["provenance"]["engine"]["tokens_run"]
-    assert _files(tmp_path / "res") == _files(tmp_path / "ref")

@@ -3,11 +3,9 @@ plugins, the endpoint backend against a real server, resume and bad input."""
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 from helpers import ALPACA_REF as REF
 from helpers import ROOT, lmboard
@@ -61,40 +59,6 @@ def test_generate_bad_input(tmp_path):
     r = lmboard("generate", "--models", "openai:m@http://127.0.0.1:9/v1", "--prompts", str(tmp_path / "p.txt"),
                 "--db", str(tmp_path / "db"), "--quiet")
     assert r.returncode == 2 and "unreachable" in r.stderr and "Traceback" not in r.stderr
-
-
-def test_generate_smollm2_resumes_after_a_kill(tmp_path):
-    prompts = tmp_path / "p.jsonl"
-    prompts.write_text("".join(json.dumps({"instruction": t}) + "\n" for t in alpaca_instructions(40)))
-    db = tmp_path / "db"
-    args = [sys.executable, "-m", "lmboard", "generate", "--models", "smollm2,dtype=float32", "--prompts",
-            str(prompts), "--out", str(tmp_path / "out"), "--max-new-tokens", "48", "--greedy", "--batch-size", "4",
-            "--db", str(db), "--quiet"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, n = time.time() + 300, 0
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.3)
-        try:
-            n = sqlite3.connect(db).execute("select count(*) from samples").fetchone()[0]
-        except sqlite3.Error:
-            continue
-        if n >= 4:
-            break
-    assert proc.poll() is None
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = dict(sqlite3.connect(db).execute("select key, created from samples").fetchall())
-    assert 4 <= len(before) < 40
-    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    after = dict(sqlite3.connect(db).execute("select key, created from samples").fetchall())
-    assert len(after) == 40 and all(after[k] == v for k, v in before.items())  # nothing redone
-    entries = json.loads((tmp_path / "out" / "output.json").read_text())
-    assert len(entries) == 40 and all(e["generator"] == "SmolLM2-135M-Instruct.Q4_1" or e["generator"] == "smollm2"
-                                      for e in entries)
-    gen = [json.loads(line) for line in (tmp_path / "out" / "generations.jsonl").read_text().splitlines()]
-    assert all(g["settings"]["max_new_tokens"] == 48 and g["settings"]["do_sample"] is False for g in gen)
-    assert all(g["prompt"].startswith("<|im_start|>system") for g in gen)
 
 
 def test_openai_backend_against_a_real_server(serve, tmp_path):
