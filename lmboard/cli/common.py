@@ -153,6 +153,9 @@ def generation_settings(
         raise UsageError(f"--temperature must be >= 0 (got {temperature})")
     if top_p is not None and not 0 < top_p <= 1:
         raise UsageError(f"--top-p must be in (0, 1] (got {top_p})")
+    check_positive(top_k, "--top-k")
+    if repetition_penalty is not None and repetition_penalty <= 0:
+        raise UsageError(f"--repetition-penalty must be positive (got {repetition_penalty})")
     return GenerationSettings(
         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k,
         repetition_penalty=repetition_penalty, seed=seed, stop=tuple(stop or ()), system=system, raw=raw,

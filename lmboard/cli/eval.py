@@ -141,8 +141,14 @@ def _classify(spec: ModelSpec, job, out_dir: Path | None, db: Path | None, quiet
         raise UsageError(f"--normalize must be none, tokens or chars (got {s.normalize!r})")
     if s.shots < 0:
         raise UsageError(f"--shots must be >= 0 (got {s.shots})")
-    if s.template is not None and "{text}" not in s.template:
-        raise UsageError("--template must contain {text} (where each review goes)")
+    if s.template is not None:
+        if "{text}" not in s.template:
+            raise UsageError("--template must contain {text} (where each review goes)")
+        try:
+            s.template.format(labels="", text="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise UsageError(f"--template: only {{labels}} and {{text}} can be filled in (got {e!s}); "
+                             "write a literal brace as {{ or }}") from None
     check_positive(job.test_size, "--test-size")
     require_backend(spec, Capability.LOGITS, f"--task classify --by {s.by} (runs on the model's weights)")
     load_job(job)  # bad data fails here, before the model loads

@@ -101,6 +101,9 @@ def test_cmmlu_task_on_an_mmlu_folder(no_model, tmp_path):
     (["judge", "--annotations", "ANN", "--concurrency", "0"], "--concurrency must be >= 1"),
     (["eval", "--task", "classify", "--data", str(CHNSENTICORP), "--text-column", "review", "--labels", "0=负面,1=正面",
       "--template", "Review: {labels}"], "--template must contain {text}"),
+    (["eval", "--task", "classify", "--data", str(CHNSENTICORP), "--text-column", "review", "--labels", "0=负面,1=正面",
+      "--template", "{review}: {text}"], "only {labels} and {text}"),
+    (["generate", "--models", "smollm2", "--prompts", "PROMPTS", "--top-k", "0"], "--top-k must be >= 1"),
 ])
 def test_flags_are_validated(no_model, prompts, tmp_path, args, needle):
     ann = sorted((DATA / "alpaca_eval" / "annotations").glob("*.json"))[0]
