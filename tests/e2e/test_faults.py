@@ -131,13 +131,14 @@ def test_bfloat16_recheck_is_a_resumable_stage(sp_model_dir, tmp_path, fault):
     assert redone <= pending
 
 
-def test_classification_resumes(tmp_path):
+@pytest.mark.parametrize("fault", ["store.write=4", "store.write=4:INT"])
+def test_classification_resumes(tmp_path, fault):
     args = ["eval", "smollm2", "--task", "classify", "--data", str(CHNSENTICORP), "--text-column", "review",
             "--labels", "0=负面,1=正面", "--split", "0.8", "--test-size", "10", "--shots", "1"]
     ref = lmboard(*args, "--out", str(tmp_path / "ref"), "--db", str(tmp_path / "ref.db"), "--quiet")
     assert ref.returncode == 0, ref.stderr
-    before, after, redone = kill_and_resume(args, tmp_path, "run", "store.write=4")
-    assert report("eval classify loglik, store.write=4", before, after, redone,
+    before, after, redone = kill_and_resume(args, tmp_path, "run", fault)
+    assert report(f"eval classify loglik, {fault}", before, after, redone,
                   files(tmp_path / "run") == files(tmp_path / "ref"))
     assert len(before) == 3 and len(after) == 10 and redone == 0
 
@@ -160,7 +161,8 @@ def test_generation_resumes_with_the_same_answers(tmp_path, fault):
     assert redone == 0  # a batch with an answer left runs whole, but stored answers are kept
 
 
-def test_local_judge_resumes(tmp_path):
+@pytest.mark.parametrize("fault", ["judge.chunk=1", "store.write=1:INT"])
+def test_local_judge_resumes(tmp_path, fault):
     outputs = tmp_path / "outputs.json"
     ref_entries = json.loads(ALPACA_REF.read_text())[:2]
     outputs.write_text(json.dumps([{**e, "output": e["output"][:200], "generator": "short"} for e in ref_entries]))
@@ -169,12 +171,13 @@ def test_local_judge_resumes(tmp_path):
     ref = lmboard(*args, "--leaderboard", str(tmp_path / "ref" / "board.csv"), "--db", str(tmp_path / "ref.db"), "--quiet")
     assert ref.returncode == 0, ref.stderr
     r = lmboard(*args, "--leaderboard", str(tmp_path / "run" / "board.csv"), "--db", str(tmp_path / "run.db"),
-                "--quiet", env={"LMBOARD_FAULT": "judge.chunk=1"})
-    assert r.returncode == -signal.SIGKILL and not judgments(tmp_path / "run.db")  # the chunk in flight is lost
+                "--quiet", env={"LMBOARD_FAULT": fault})
+    assert r.returncode == KILLED["INT" if fault.endswith(":INT") else "KILL"], r.stderr
+    assert not judgments(tmp_path / "run.db")  # the chunk in flight is lost (a write is rolled back)
     again = lmboard(*args, "--leaderboard", str(tmp_path / "run" / "board.csv"), "--db", str(tmp_path / "run.db"))
     assert again.returncode == 0 and len(judgments(tmp_path / "run.db")) == 4
     same = (tmp_path / "run" / "board.csv").read_text() == (tmp_path / "ref" / "board.csv").read_text()
-    assert report("judge, local judge, judge.chunk=1", {}, {k: (v, "final") for k, v in judgments(tmp_path / "run.db").items()},
+    assert report(f"judge, local judge, {fault}", {}, {k: (v, "final") for k, v in judgments(tmp_path / "run.db").items()},
                   0, same)
     rerun = lmboard(*args, "--leaderboard", str(tmp_path / "run" / "board.csv"), "--db", str(tmp_path / "run.db"))
     assert "judge requests sent: 0" in rerun.stdout
