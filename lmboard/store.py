@@ -138,9 +138,26 @@ class Store:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise UsageError(f"--db: {self.path} was written by a newer lmboard (schema {version})")
-        for i in range(version, len(MIGRATIONS)):
-            # one transaction per migration: a kill leaves the schema before or after it
-            self.conn.executescript(f"BEGIN; {MIGRATIONS[i]} PRAGMA user_version = {i + 1}; COMMIT;")
+        if version == len(MIGRATIONS):
+            return
+        # One transaction for all pending migrations, taken with the write lock first: a
+        # kill leaves the schema before or after, and of several processes opening a new
+        # store at once, one migrates while the others wait and then find it done.
+        self.conn.isolation_level = None
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+                for i in range(version, len(MIGRATIONS)):
+                    for statement in filter(str.strip, MIGRATIONS[i].split(";")):
+                        self.conn.execute(statement)
+                    self.conn.execute(f"PRAGMA user_version = {i + 1}")
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        finally:
+            self.conn.isolation_level = ""
 
     @property
     def schema_version(self) -> int:
