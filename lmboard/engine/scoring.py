@@ -116,7 +116,8 @@ class _Run:
             self.emit(idx, logits)
         else:  # close calls are handed on as provisional now, and as final after their recheck
             close = self.recheck.close_rows(bi, idx, logits)
-            self._hand_on(idx, logits, [r for r in range(len(idx)) if r not in set(close)], self.hooks.on_batch)
+            closed = set(close)
+            self._hand_on(idx, logits, [r for r in range(len(idx)) if r not in closed], self.hooks.on_batch)
             self._hand_on(idx, logits, close, self.hooks.on_provisional)
         if self.hooks.progress:
             self.hooks.progress(len(idx))
