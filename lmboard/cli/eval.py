@@ -25,18 +25,29 @@ from lmboard.cli.common import (
 from lmboard.engine import EngineSettings
 from lmboard.errors import UsageError
 from lmboard.lm import Capability, ModelSpec
-from lmboard.models.registry import require_backend
+from lmboard.models.registry import backend_capabilities, require_backend
 from lmboard.registry import TASKS
 
 EXAM = "Exam options (--task mmlu, cmmlu, ceval)"
 CLS = "Classification options (--task classify)"
+ROUTED = "Routed-benchmark options (--task shopbench)"
+ROUTES_OPT = typer.Option(None, help="Route file (JSON or YAML), tried before the built-in routes",
+                          rich_help_panel=ROUTED)
+PARSE_OPT = typer.Option("official", help="official (the kit's parsers.py 0.1.1) or lenient (the seed's)",
+                         rich_help_panel=ROUTED)
+MC_BY_OPT = typer.Option("generate", help="Multiple choice by generate, or loglik (option numbers' log-likelihood)",
+                         rich_help_panel=ROUTED)
+RESPONSES_OPT = typer.Option(None, help="Score these answers (JSONL: index or input_field, response); no model runs",
+                             rich_help_panel=ROUTED)
+EMBEDDER_OPT = typer.Option(None, help="METRIC=PATH: a local sentence-transformers model for a metric (repeatable)",
+                            rich_help_panel=ROUTED)
 ENGINE = "Scoring engine (speed only, except --recheck-margin)"
 
 
 def eval_cmd(
     model: str = typer.Argument("smollm2", help="Model spec: smollm2, hf:PATH[,k=v...], openai:NAME@URL"),
-    task: str = typer.Option("mmlu", help="mmlu, cmmlu, ceval, classify (or a plugin task)"),
-    data: Path | None = typer.Option(None, help="Data folder (a file for classify); default: built-in sample"),
+    task: str = typer.Option("mmlu", help="mmlu, cmmlu, ceval, classify, shopbench (or a plugin task)"),
+    data: Path | None = typer.Option(None, help="Data folder (a file for classify, shopbench); default: built-in sample"),
     shots: int | None = typer.Option(None, help="Few-shot examples per question (default: 5 for exams, 0 for classify)"),
     dtype: str | None = typer.Option(None, help="auto, float32, bfloat16, float16 (overrides the spec)"),
     out_dir: Path | None = typer.Option(None, "--out", help="Result folder (default results/<model>/)"),
@@ -62,6 +73,13 @@ def eval_cmd(
     seed: int = typer.Option(123, help="Split and shot seed", rich_help_panel=CLS),
     by: str = typer.Option("loglik", help="loglik or generate", rich_help_panel=CLS),
     normalize: str = typer.Option("none", help="none, tokens or chars (loglik)", rich_help_panel=CLS),
+    tasks: str | None = typer.Option(None, help="Comma-separated task names (default: all)", rich_help_panel=ROUTED),
+    routes: Path | None = ROUTES_OPT,
+    parse: str = PARSE_OPT,
+    mc_by: str = MC_BY_OPT,
+    responses: Path | None = RESPONSES_OPT,
+    embedder: list[str] | None = EMBEDDER_OPT,
+    concurrency: int = typer.Option(8, help="Requests in flight for an endpoint", rich_help_panel=ROUTED),
     batch_tokens: str = typer.Option("auto", "--batch-tokens", help="Token budget per batch (all prompts' tokens), "
                                      "or auto", rich_help_panel=ENGINE),
     prefix_reuse: bool = typer.Option(True, help="Compute each shared few-shot prefix once", rich_help_panel=ENGINE),
@@ -70,15 +88,25 @@ def eval_cmd(
     recheck_margin: float = typer.Option(0.05, help="bf16/fp16: rescore in float32 answers whose top two logits "
                                          "are closer (0: off)", rich_help_panel=ENGINE),
 ) -> None:
-    """Score a model on an exam (MMLU, CMMLU, C-Eval) or a classification task."""
+    """Score a model on an exam (MMLU, CMMLU, C-Eval), a classification task or a routed benchmark (ShopBench)."""
     kind = getattr(TASKS.get(task), "kind", "exam")
     spec = model_spec(model, dtype)
     check_positive(threads, "--threads")
     check_positive(recheck_margin, "--recheck-margin", 0)
     engine = EngineSettings(parse_budget(batch_tokens), prefix_reuse, packed, recheck_margin)
     common = {"out_dir": out_dir, "db": db, "quiet": quiet, "threads": threads}
+    exam_only = {"--subjects": subjects, "--limit": limit, "--max-length": max_length, "--chat": chat or None}
+    cls_only = {"--labels": labels, "--template": template, "--train": train, "--split": split, "--test-size": test_size}
+    if kind == "routed":
+        _only_for(task, {**exam_only, **cls_only, "--shots": shots})
+        check_positive(concurrency, "--concurrency")
+        _routed(spec, _shopbench_settings(data, tasks, routes, parse, mc_by, responses, embedder, engine),
+                concurrency=concurrency, **common)
+        return
+    _only_for(task, {"--tasks": tasks, "--routes": routes, "--responses": responses, "--embedder": embedder or None,
+                     "--parse": None if parse == "official" else parse, "--mc-by": None if mc_by == "generate" else mc_by})
     if kind == "classification":
-        _only_for(task, {"--subjects": subjects, "--limit": limit, "--max-length": max_length, "--chat": chat or None})
+        _only_for(task, exam_only)
         from lmboard.tasks.classify import ClassifyJob, ClassifySettings
 
         if data is None:
@@ -86,8 +114,7 @@ def eval_cmd(
         settings = ClassifySettings(parse_labels(labels), template, shots or 0, by, normalize, seed)
         _classify(spec, ClassifyJob(data, settings, text_column, label_column, train, split, test_size, engine), **common)
         return
-    _only_for(task, {"--labels": labels, "--template": template, "--train": train, "--split": split,
-                     "--test-size": test_size})
+    _only_for(task, cls_only)
     from lmboard.tasks.exam import ExamSettings
 
     if letter_token not in ("spaced", "bare"):
@@ -162,3 +189,54 @@ def _classify(spec: ModelSpec, job, out_dir: Path | None, db: Path | None, quiet
     if not quiet:
         for line in classify_summary(spec.display_name, result):
             out.print(line, markup=False)
+
+
+def _routed(spec: ModelSpec, settings, concurrency: int, out_dir: Path | None, db: Path | None, quiet: bool,
+            threads: int | None) -> None:
+    from lmboard.report.shopbench import shopbench_table, write_shopbench_files
+    from lmboard.tasks.shopbench_run import prepare, run_shopbench
+
+    if settings.mc_by == "loglik":
+        require_backend(spec, Capability.LOGITS, "--task shopbench --mc-by loglik (option log-likelihoods)")
+    elif settings.responses is None and not backend_capabilities(spec) & {Capability.GENERATE, Capability.LOGITS}:
+        require_backend(spec, Capability.GENERATE, "--task shopbench (generated answers)")
+    prepared = prepare(settings)  # bad data, routes, responses or a missing metric package fail here
+    out_path = out_dir or Path("results") / spec.display_name / "shopbench"
+    check_out_dir(out_path)
+    store = open_store(db, quiet)
+    lm = None if settings.responses is not None else load_lm(spec, quiet, threads)
+    with progress_bar(f"shopbench {spec.display_name}", quiet) as update:
+        result = run_shopbench(lm, spec, settings, store, update, prepared, concurrency)
+    write_shopbench_files(result, out_path)
+    if not quiet:
+        out.print(shopbench_table(result))
+        out.print(f"results: {out_path}  (run {result['run_id']}{', resumed' if result['resumed'] else ''})")
+
+
+def _shopbench_settings(data: Path | None, tasks: str | None, routes: Path | None, parse: str, mc_by: str,
+                        responses: Path | None, embedder: list[str] | None, engine: EngineSettings):
+    from lmboard.metrics.shopbench import EMBEDDING_METRICS
+    from lmboard.tasks.routes import load_routes
+    from lmboard.tasks.shopbench import ShopBenchSettings
+    from lmboard.tasks.shopbench_parse import PARSE_MODES
+
+    if parse not in PARSE_MODES:
+        raise UsageError(f"--parse must be official or lenient (got {parse!r})")
+    if mc_by not in ("generate", "loglik"):
+        raise UsageError(f"--mc-by must be generate or loglik (got {mc_by!r})")
+    if responses is not None and mc_by == "loglik":
+        raise UsageError("--responses scores given answers: --mc-by loglik would need the model")
+    if responses is not None and not responses.is_file():
+        raise UsageError(f"--responses: {responses}: no such file")
+    embedders = {}
+    for item in embedder or []:
+        metric, sep, path = item.partition("=")
+        if not sep or not path.strip():
+            raise UsageError(f"--embedder: expected METRIC=PATH, got {item!r}")
+        if metric.strip() not in EMBEDDING_METRICS:
+            raise UsageError(f"--embedder: {metric.strip()!r} is not an embedding metric ({', '.join(EMBEDDING_METRICS)})")
+        embedders[metric.strip()] = Path(path.strip())
+    user_routes = tuple(load_routes(routes)) if routes else ()
+    data = data or builtin_data("shopbench") / "sample.json"
+    return ShopBenchSettings(Path(data), split_list(tasks), user_routes, str(routes) if routes else None, parse,
+                             mc_by, responses, embedders, engine)
