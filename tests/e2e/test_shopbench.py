@@ -1,0 +1,118 @@
+"""ShopBench end to end on SmolLM2 and the 96-row development set: generation by route,
+multiple choice by log-likelihood, re-scoring with the other parser without a model,
+--responses giving the same scores, and a killed run resumed by the same command."""
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from helpers import DATA, lmboard
+from lmboard.engine import continuation_ids, label_logprobs, render
+from lmboard.lm import ModelSpec
+from lmboard.store import Store
+from lmboard.tasks.shopbench import ShopBenchSettings, mc_options
+from lmboard.tasks.shopbench_run import prepare, run_shopbench
+
+DEV = DATA / "shopbench" / "development.json"
+SUBSET = ("task2", "task4", "task12")  # multiple choice, NER, ranking: 16 rows
+
+
+def run(lm, store, **kw):
+    s = ShopBenchSettings(DEV, **kw)
+    return run_shopbench(lm, lm.spec if lm is not None else ModelSpec("hf", "x"), s, store)
+
+
+def read(out: Path) -> tuple[dict, list[dict]]:
+    return (json.loads((out / "scores.json").read_text()),
+            [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()])
+
+
+@pytest.fixture(scope="module")
+def dev_run(tmp_path_factory):
+    """The whole development set through the command line, at the model's default dtype."""
+    tmp = tmp_path_factory.mktemp("sb")
+    r = lmboard("eval", "smollm2", "--task", "shopbench", "--data", str(DEV), "--db", str(tmp / "db"),
+                "--out", str(tmp / "out"))
+    assert r.returncode == 0, r.stderr
+    return tmp, r, *read(tmp / "out")
+
+
+def test_development_set_end_to_end(dev_run):
+    tmp, r, result, samples = dev_run
+    assert "overall" in r.stdout and "task17" in r.stdout and "labelled bleu" in r.stdout
+    assert len(samples) == 96 and [s["index"] for s in samples] == list(range(96))
+    assert len(result["tasks"]) == 18 and sum(t["n"] for t in result["tasks"]) == 96
+    assert {t["type"] for t in result["tasks"]} == {"multiple-choice", "generation", "retrieval", "ranking",
+                                                    "named_entity_recognition"}
+    assert all(s["by"] == "generate" and isinstance(s["response"], str) for s in samples)
+    assert any(s["response"].strip() for s in samples if s["type"] == "generation")
+    for t in result["tasks"]:
+        assert 0.0 <= t["score"] <= 1.0, t
+    t17 = next(t for t in result["tasks"] if t["task"] == "task17")
+    assert t17["metric"] == "bleu" and t17["row_metrics"] == ["bleu", "jp-bleu"] and "note" in t17
+    assert result["overall"] == pytest.approx(sum(t["score"] for t in result["tasks"]) / 18)
+    assert set(result["tracks"]) == {s["track"] for s in samples}
+    assert result["provenance"]["dtype"] == "bfloat16" and result["embedders"]["sent-transformer"]
+    assert result["parse"] == "official" and len(result["provenance"]["routes"]) == 5
+
+
+def test_lenient_rescoring_and_responses_reuse_the_answers(dev_run):
+    tmp, _, first, samples = dev_run
+    # The same command with --parse lenient: the stored answers are parsed again, no model runs.
+    again = lmboard("eval", "smollm2", "--task", "shopbench", "--data", str(DEV), "--db", str(tmp / "db"),
+                    "--out", str(tmp / "lenient"), "--parse", "lenient", "--quiet")
+    assert again.returncode == 0, again.stderr
+    lenient, lsamples = read(tmp / "lenient")
+    assert lenient["run_id"] == first["run_id"] and lenient["parse"] == "lenient"
+    assert [s["response"] for s in lsamples] == [s["response"] for s in samples]
+    assert lenient["overall"] >= first["overall"]  # finding the answer anywhere loses none here
+    # The answers scored as --responses (no model) give the official scores exactly.
+    resp = tmp / "r.jsonl"
+    resp.write_text("".join(json.dumps({"index": x["index"], "response": x["response"]}) + "\n" for x in samples))
+    scored = run(None, Store(tmp / "resp.db"), responses=resp)
+    assert scored["overall"] == pytest.approx(first["overall"])
+    assert [x["score"] for x in scored["samples"]] == [x["score"] for x in samples]
+
+
+def test_multiple_choice_by_loglik_equals_a_plain_forward(smollm2_fp32, tmp_path):
+    store = Store(tmp_path / "db")
+    result = run(smollm2_fp32, store, tasks=("task2", "task15"), mc_by="loglik")
+    assert [s["by"] for s in result["samples"]] == ["loglik"] * 12
+    s = ShopBenchSettings(DEV, tasks=("task2", "task15"), mc_by="loglik")
+    for x, sample in zip(prepare(s).routed, result["samples"], strict=True):
+        text, special = render(smollm2_fp32, x.route.request("k", x.fields), x.route.settings())
+        opts = mc_options(x.row.prompt)
+        assert sample["options"] == opts
+        ctx, labs = continuation_ids(smollm2_fp32, text.rstrip(" "), [text[len(text.rstrip(" ")):] + o for o in opts],
+                                     special)
+        ref = label_logprobs(smollm2_fp32, ctx, labs)
+        assert sample["loglik"] == pytest.approx(ref, abs=2e-4)
+        assert sample["parsed"] == int(opts[max(range(len(ref)), key=ref.__getitem__)])
+    assert result["engine"]["batches"] >= 1 and result["engine"]["prefix_tokens_reused"] > 0
+
+
+def test_killed_run_resumes_to_the_same_answers(tmp_path):
+    def args(db: str, out: str) -> list[str]:
+        return ["eval", "smollm2", "--task", "shopbench", "--data", str(DEV), "--tasks", ",".join(SUBSET),
+                "--db", str(tmp_path / db), "--out", str(tmp_path / out), "--quiet"]
+
+    killed = lmboard(*args("db", "out"), env={"LMBOARD_FAULT": "generate.result=6"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    store = Store(tmp_path / "db")
+    stored = dict(store.samples(store.runs("shopbench")[0]["id"]))
+    assert len(stored) == 5
+    resumed = lmboard(*args("db", "out"))
+    assert resumed.returncode == 0, resumed.stderr
+    scores, samples = read(tmp_path / "out")
+    assert len(samples) == 16
+    for s in samples:  # what was stored before the kill is kept as it was
+        if str(s["index"]) in stored:
+            assert s["response"] == stored[str(s["index"])]["response"]
+    whole = lmboard(*args("ref.db", "ref"))
+    assert whole.returncode == 0, whole.stderr
+    ref_scores, ref_samples = read(tmp_path / "ref")
+    assert samples == ref_samples
+    assert {k: v for k, v in scores.items() if k not in ("run_id", "cost_time", "provenance", "resumed", "engine")} == \
+        {k: v for k, v in ref_scores.items() if k not in ("run_id", "cost_time", "provenance", "resumed", "engine")}
