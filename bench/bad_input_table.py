@@ -30,6 +30,15 @@ def cases(t: Path) -> list[tuple[str, list[str]]]:
     (t / "o.json").write_text(json.dumps([{"instruction": "x", "output": "y", "generator": "g"}]))
     ref, db = str(DATA / "alpaca_eval" / "reference_gpt4_1106_preview.json"), ["--db", str(t / "db")]
     gen = ["generate", "--models", "smollm2", "--prompts", str(t / "p.txt")]
+    dev = DATA / "shopbench" / "development.json"
+    rows = dev.read_text().splitlines()[:3]
+    no_type = json.loads(rows[2])
+    del no_type["task_type"]
+    (t / "no_type.json").write_text("\n".join([rows[0], rows[1], json.dumps(no_type)]) + "\n")
+    (t / "metric.json").write_text(json.dumps({**json.loads(rows[0]), "metric": "f2"}) + "\n")
+    (t / "broken.json").write_text(rows[0] + "\n{not json\n")
+    (t / "resp.jsonl").write_text(json.dumps({"index": 0, "response": "x"}) + "\n")
+    sb = ["eval", "openai:m@http://127.0.0.1:9/v1", "--task", "shopbench", "--responses", str(t / "resp.jsonl")]
     cls = ["eval", "--task", "classify", "--data", str(CSV), "--text-column", "review", "--labels", "0=负面,1=正面"]
     return [
         ("generate: --out under a file", [*gen, "--out", str(t / "file" / "sub"), *db]),
@@ -54,6 +63,12 @@ def cases(t: Path) -> list[tuple[str, list[str]]]:
                                       str(t / "b.csv")]),
         ("eval: --threads 0", ["eval", "--threads", "0", *db]),
         ("classify against an endpoint", ["eval", "openai:m@http://127.0.0.1:9/v1", *cls[1:], *db]),
+        ("shopbench: a row without task_type", [*sb, "--data", str(t / "no_type.json"), *db]),
+        ("shopbench: an unknown metric", [*sb, "--data", str(t / "metric.json"), *db]),
+        ("shopbench: malformed JSON", [*sb, "--data", str(t / "broken.json"), *db]),
+        ("shopbench: responses that do not cover the data", [*sb, "--data", str(dev), *db]),
+        ("shopbench: --mc-by loglik against an endpoint", ["eval", "openai:m@http://127.0.0.1:9/v1", "--task",
+                                                          "shopbench", "--mc-by", "loglik", *db]),
     ]
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 from lmboard.engine import transformers_api
 from lmboard.engine.batching import pack, run_with_backoff
+from lmboard.engine.prefill import applies as unpadded_applies
+from lmboard.engine.prefill import padded_cache
 from lmboard.lm import (
     LM,
     Capability,
@@ -171,13 +173,16 @@ def generate_batched(lm: LocalLM, requests: Sequence[GenRequest], settings: Gene
     results: list[GenResult] = []
 
     def run(idx: list[int]) -> None:
-        x, mask = _left_padded([ids[i] for i in idx], lm.tokenizer.pad_token_id)
+        rows = [ids[i] for i in idx]
+        x, mask = _left_padded(rows, lm.tokenizer.pad_token_id)
         torch.manual_seed(settings.seed)
         t0 = time.perf_counter()
         with torch.inference_mode():
+            # On a CPU each prompt is prefilled alone (no pad token computed), its shared start once.
+            cache = {"cache": padded_cache(lm, rows)[0]} if unpadded_applies(lm, rows) else {}
             out = lm.model.generate(input_ids=x.to(lm.device), attention_mask=mask.to(lm.device), generation_config=gc,
                                     stop_strings=list(settings.stop) or None,
-                                    tokenizer=lm.tokenizer if settings.stop else None)
+                                    tokenizer=lm.tokenizer if settings.stop else None, **cache)
         latency = time.perf_counter() - t0
         for row, i in enumerate(idx):
             text, n, finish = _answer(lm, out[row, x.shape[1]:].tolist(), eos, settings)

@@ -1,0 +1,112 @@
+"""ShopBench: the starter kit's loop against `lmboard eval --task shopbench`.
+
+    python bench/shopbench_vs_loop.py [--routes lmboard/data/shopbench/routes_seed003.yaml] [--limit N]
+
+Same model (SmolLM2 GGUF), same 96 development rows, same routes (seed 003's:
+system instruction, user input, new-token budget per route), greedy, the same stop ids.
+The kit's loop is what seed 003 and the kit's local_evaluation.py do: for each row, render
+its chat prompt and call model.generate on it alone (model load excluded from its time).
+lmboard runs the whole command (load included), batching the rows that share a route,
+twice: in float32 (answers comparable token for token) and at its default dtype
+(bfloat16 on CPUs with AMX or AVX-512 BF16). Prints the times, the ratios, the share of
+identical answers (by task type), and the official scores; last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEV = ROOT.parent / "shared" / "data" / "shopbench" / "development.json"
+SEED_ROUTES = ROOT / "lmboard" / "data" / "shopbench" / "routes_seed003.yaml"
+sys.path.insert(0, str(ROOT))
+
+
+def kit_loop(routed) -> tuple[dict[int, str], int, float]:
+    """One generate per row, float32, greedy, the seed's terminators (EOS and <|im_end|>)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lmboard.models.aliases import SMOLLM2_FILE, smollm2_dir
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir(), gguf_file=SMOLLM2_FILE)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir(), gguf_file=SMOLLM2_FILE, dtype=torch.float32).eval()
+    terminators = [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")]
+    answers, n_tokens = {}, 0
+    t0 = time.perf_counter()
+    for x in routed:
+        req = x.route.request(str(x.row.index), x.fields)
+        prompt = tok.apply_chat_template(list(req.messages), tokenize=False, add_generation_prompt=True)
+        ids = tok(prompt, return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(**ids, max_new_tokens=x.route.max_new_tokens, do_sample=False,
+                                 eos_token_id=terminators, pad_token_id=tok.pad_token_id)
+        new = out[0, ids.input_ids.shape[1]:].tolist()
+        n = next((i for i, t in enumerate(new) if t in terminators), len(new))
+        n_tokens += n
+        answers[x.row.index] = tok.decode(new[:n], skip_special_tokens=True)
+    return answers, n_tokens, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--routes", type=Path, default=SEED_ROUTES)
+    ap.add_argument("--data", type=Path, default=DEV)
+    args = ap.parse_args()
+
+    from lmboard.store import Store
+    from lmboard.tasks.routes import load_routes
+    from lmboard.tasks.shopbench import ShopBenchSettings
+    from lmboard.tasks.shopbench_run import prepare, run_shopbench
+
+    settings = ShopBenchSettings(args.data, routes=tuple(load_routes(args.routes)))
+    routed = prepare(settings).routed
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        lb = {dtype: lmboard_run(tmp / dtype, dtype, args) for dtype in ("float32", "auto")}
+        loop, loop_tokens, loop_time = kit_loop(routed)
+        resp = tmp / "loop.jsonl"
+        resp.write_text("".join(json.dumps({"index": i, "response": r}) + "\n" for i, r in loop.items()))
+        from lmboard.lm import ModelSpec
+
+        loop_score = run_shopbench(None, ModelSpec("hf", "kit-loop"), ShopBenchSettings(
+            args.data, routes=settings.routes, responses=resp), Store(tmp / "db2"))["overall"]
+    print(f"{len(routed)} rows, routes {args.routes.name}, greedy, SmolLM2")
+    print(f"kit loop (float32, one generate per row, load excluded): {loop_time:.1f} s, {loop_tokens} new tokens "
+          f"({loop_tokens / loop_time:.1f} tokens/s); official score {loop_score:.4f}")
+    summary = {"rows": len(routed), "loop_s": round(loop_time, 1), "loop_score": round(loop_score, 4)}
+    for dtype, (wall, answers, score, used) in lb.items():
+        same = {x.row.index: answers[x.row.index] == loop[x.row.index] for x in routed}
+        by_type: dict[str, list[bool]] = {}
+        for x in routed:
+            by_type.setdefault(x.row.type, []).append(same[x.row.index])
+        identical = sum(same.values()) / len(same)
+        print(f"lmboard eval --task shopbench, dtype={dtype} ({used}; whole command incl. load): {wall:.1f} s; "
+              f"ratio {loop_time / wall:.2f}x; identical answers {identical:.1%} "
+              f"({', '.join(f'{k} {sum(v)}/{len(v)}' for k, v in by_type.items())}); official score {score:.4f}")
+        tag = "fp32" if dtype == "float32" else "default"
+        summary |= {f"ratio_{tag}": round(loop_time / wall, 2), f"identical_{tag}": round(identical, 4),
+                    f"lmboard_{tag}_s": round(wall, 1), f"score_{tag}": round(score, 4)}
+    print(json.dumps(summary))
+
+
+def lmboard_run(out: Path, dtype: str, args) -> tuple[float, dict[int, str], float, str]:
+    """(wall time, index -> answer, official score, dtype used) of the whole command."""
+    cmd = [str(Path(sys.executable).parent / "lmboard"), "eval", f"smollm2,dtype={dtype}", "--task", "shopbench",
+           "--data", str(args.data), "--routes", str(args.routes), "--db", str(out / "db"), "--out", str(out / "out"),
+           "--quiet"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    wall = time.perf_counter() - t0
+    scores = json.loads((out / "out" / "scores.json").read_text())
+    answers = {s["index"]: s["response"] for s in map(json.loads, (out / "out" / "samples.jsonl").read_text().splitlines())}
+    return wall, answers, scores["overall"], scores["provenance"]["dtype"]
+
+if __name__ == "__main__":
+    main()
