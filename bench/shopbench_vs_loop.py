@@ -9,7 +9,9 @@ its chat prompt and call model.generate on it alone (model load excluded from it
 lmboard runs the whole command (load included), batching the rows that share a route,
 twice: in float32 (answers comparable token for token) and at its default dtype
 (bfloat16 on CPUs with AMX or AVX-512 BF16). Prints the times, the ratios, the share of
-identical answers (by task type), and the official scores; last line: one JSON object.
+identical answers (by task type), and the official scores; also the ratio to the time
+lmboard spent answering alone (its run's own timing: no imports, load or metrics), the
+like of the loop's; last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -81,23 +83,25 @@ def main() -> None:
     print(f"kit loop (float32, one generate per row, load excluded): {loop_time:.1f} s, {loop_tokens} new tokens "
           f"({loop_tokens / loop_time:.1f} tokens/s); official score {loop_score:.4f}")
     summary = {"rows": len(routed), "loop_s": round(loop_time, 1), "loop_score": round(loop_score, 4)}
-    for dtype, (wall, answers, score, used) in lb.items():
+    for dtype, (wall, answers, score, used, timing) in lb.items():
         same = {x.row.index: answers[x.row.index] == loop[x.row.index] for x in routed}
         by_type: dict[str, list[bool]] = {}
         for x in routed:
             by_type.setdefault(x.row.type, []).append(same[x.row.index])
         identical = sum(same.values()) / len(same)
         print(f"lmboard eval --task shopbench, dtype={dtype} ({used}; whole command incl. load): {wall:.1f} s; "
-              f"ratio {loop_time / wall:.2f}x; identical answers {identical:.1%} "
+              f"ratio {loop_time / wall:.2f}x (answering alone {timing['answer_s']:.1f} s: "
+              f"{loop_time / timing['answer_s']:.2f}x); identical answers {identical:.1%} "
               f"({', '.join(f'{k} {sum(v)}/{len(v)}' for k, v in by_type.items())}); official score {score:.4f}")
         tag = "fp32" if dtype == "float32" else "default"
         summary |= {f"ratio_{tag}": round(loop_time / wall, 2), f"identical_{tag}": round(identical, 4),
+                    f"answer_ratio_{tag}": round(loop_time / timing["answer_s"], 2),
                     f"lmboard_{tag}_s": round(wall, 1), f"score_{tag}": round(score, 4)}
     print(json.dumps(summary))
 
 
-def lmboard_run(out: Path, dtype: str, args) -> tuple[float, dict[int, str], float, str]:
-    """(wall time, index -> answer, official score, dtype used) of the whole command."""
+def lmboard_run(out: Path, dtype: str, args) -> tuple[float, dict[int, str], float, str, dict]:
+    """(wall time, index -> answer, official score, dtype used, the run's own timing) of the whole command."""
     cmd = [str(Path(sys.executable).parent / "lmboard"), "eval", f"smollm2,dtype={dtype}", "--task", "shopbench",
            "--data", str(args.data), "--routes", str(args.routes), "--db", str(out / "db"), "--out", str(out / "out"),
            "--quiet"]
@@ -106,7 +110,7 @@ def lmboard_run(out: Path, dtype: str, args) -> tuple[float, dict[int, str], flo
     wall = time.perf_counter() - t0
     scores = json.loads((out / "out" / "scores.json").read_text())
     answers = {s["index"]: s["response"] for s in map(json.loads, (out / "out" / "samples.jsonl").read_text().splitlines())}
-    return wall, answers, scores["overall"], scores["provenance"]["dtype"]
+    return wall, answers, scores["overall"], scores["provenance"]["dtype"], scores["timing"]
 
 if __name__ == "__main__":
     main()

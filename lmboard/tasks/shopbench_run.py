@@ -134,7 +134,7 @@ def run_shopbench(lm: LM | None, spec: ModelSpec, s: ShopBenchSettings, store: S
 
         if progress:
             progress(n[0], total)
-        engine = None
+        engine, t_gen = None, time.time()
         if p.responses is not None:
             store.add_samples(rid, [(str(i), {"response": r, "by": "responses"}) for i, r in p.responses.items()])
         else:
@@ -144,11 +144,13 @@ def run_shopbench(lm: LM | None, spec: ModelSpec, s: ShopBenchSettings, store: S
             engine = _by_loglik(lm, s, ll, record, done.__contains__)  # type: ignore[arg-type]
             gen = [x for x in p.routed if x.row.index not in ll_keys]
             _by_generation(lm, gen, record, done.__contains__, concurrency)
+        t_score = time.time()
         result = score(p.routed, dict(store.samples(rid)), s)
         old = (store.run(rid) or {}).get("summary") or {}
         store.finish_run(rid, {**old, s.parse: {"overall": result["overall"], "n": total}})
+    timing = {"answer_s": t_score - t_gen, "score_s": time.time() - t_score}  # answering: what this run computed
     return {**result, "run_id": rid, "resumed": opened.resumed, "model": spec.display_name, "cost_time": time.time() - t0,
-            "engine": engine, "provenance": {**info, "parse": s.parse, "parser_version": OFFICIAL_VERSION,
+            "timing": timing, "engine": engine, "provenance": {**info, "parse": s.parse, "parser_version": OFFICIAL_VERSION,
                                              "mc_by": s.mc_by, "routes_file": s.routes_file,
                                              "routes": [r.to_dict() for r in (*s.routes, *DEFAULT_ROUTES)],
                                              "data": str(s.data), "data_hash": p.data_hash, "seed": 0}}

@@ -114,5 +114,5 @@ def test_killed_run_resumes_to_the_same_answers(tmp_path):
     assert whole.returncode == 0, whole.stderr
     ref_scores, ref_samples = read(tmp_path / "ref")
     assert samples == ref_samples
-    assert {k: v for k, v in scores.items() if k not in ("run_id", "cost_time", "provenance", "resumed", "engine")} == \
-        {k: v for k, v in ref_scores.items() if k not in ("run_id", "cost_time", "provenance", "resumed", "engine")}
+    assert {k: v for k, v in scores.items() if k not in ("run_id", "cost_time", "provenance", "resumed", "engine", "timing")} == \
+        {k: v for k, v in ref_scores.items() if k not in ("run_id", "cost_time", "provenance", "resumed", "engine", "timing")}
