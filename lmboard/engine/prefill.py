@@ -1,5 +1,6 @@
-"""Prefill without padding: a batch's prompts are computed row by row on top of their
-common start, then laid into one left-padded cache that ``generate`` decodes from.
+"""Prefill without padding: a batch's prompts are computed on top of their common start
+(packed end to end on the scoring engine's packed forward where it applies, else one
+forward a row), then laid into one left-padded cache that ``generate`` decodes from.
 
 A batch of left-padded prompts spends most of its prefill on pad tokens when the
 prompts' lengths differ (ShopBench's 96 development rows: 22,591 prompt tokens, 43,190
@@ -18,6 +19,9 @@ from typing import Any
 from lmboard.engine import transformers_api
 from lmboard.engine.arch import has_sliding_window, text_config
 from lmboard.engine.kv import KV, extend_kv, prefix_kv
+from lmboard.engine.packed import PackedRunner, packed_for
+from lmboard.engine.plan import in_order
+from lmboard.engine.scoring import default_budget
 from lmboard.lm import LocalLM
 
 
@@ -38,8 +42,13 @@ def common_start(rows: Sequence[Sequence[int]]) -> int:
 
 
 def row_caches(lm: LocalLM, rows: Sequence[Sequence[int]]) -> tuple[list[KV], int]:
-    """Each row's cache of all its tokens but the last; and the shared start's length."""
+    """Each row's cache of all its tokens but the last; and the shared start's length.
+    On the packed forward (Llama-family models on a CPU) many rows run in one forward,
+    without padding, by the scoring engine's token budget; elsewhere one forward a row."""
     n = common_start(rows)
+    pm, _ = packed_for(lm.model, lm.device)
+    if pm is not None:
+        return _packed_caches(lm, pm, rows, n), n
     base = prefix_kv(lm, rows[0][:n]) if n else None
     out = []
     for r in rows:
@@ -49,6 +58,19 @@ def row_caches(lm: LocalLM, rows: Sequence[Sequence[int]]) -> tuple[list[KV], in
         else:
             out.append(extend_kv(lm, base, n, rest) if rest else base)
     return out, n
+
+
+def _packed_caches(lm: LocalLM, pm: Any, rows: Sequence[Sequence[int]], n: int) -> list[KV]:
+    runner = PackedRunner(lm, pm)
+    base = runner.prefixes([(None, 0, rows[0][:n])])[0] if n else None
+    caches: list[Any] = [base] * len(rows)
+    todo = [i for i, r in enumerate(rows) if len(r) - 1 > n]
+    for chunk in in_order([len(rows[i]) - 1 - n for i in todo], default_budget(lm)):
+        idx = [todo[c] for c in chunk]
+        for i, kv in zip(idx, runner.prefixes([(base, n, rows[i][n:-1]) for i in idx]), strict=True):
+            caches[i] = kv
+    dt = lm.model.dtype  # the packed forward may keep keys and values in float32
+    return [[(k.unsqueeze(0).to(dt), v.unsqueeze(0).to(dt)) for k, v in zip(c.k, c.v, strict=True)] for c in caches]
 
 
 def padded_cache(lm: LocalLM, rows: Sequence[Sequence[int]]) -> tuple[Any, int]:
