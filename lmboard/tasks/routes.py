@@ -113,6 +113,13 @@ def _route(path: Path, i: int, obj: Any) -> Route:
         r = Route(**obj)
     except TypeError as e:
         raise UsageError(f"{where}: {e}") from None
+    for name, kinds in (("name", (str,)), ("task_type", (str, type(None))), ("contains", (str, type(None))),
+                        ("regex", (str, type(None))), ("system", (str, type(None))), ("user", (str,)),
+                        ("chat", (bool,)), ("do_sample", (bool,)), ("is_multiple_choice", (bool, type(None)))):
+        if not isinstance(getattr(r, name), kinds):
+            raise UsageError(f"{where}: field {name!r} must be {' or '.join('null' if k is type(None) else k.__name__ for k in kinds)}")
+    if not all(isinstance(x, str) for x in r.stop):
+        raise UsageError(f"{where}: field 'stop' must be a list of strings")
     if r.parser is not None and r.parser not in PARSERS:
         raise UsageError(f"{where}: unknown parser {r.parser!r} (parsers: {', '.join(PARSERS)})")
     if not isinstance(r.max_new_tokens, int) or r.max_new_tokens < 1:
@@ -159,7 +166,12 @@ def load_routes(path: Path) -> list[Route]:
         data = data.get("routes")
     if not isinstance(data, list) or not data:
         raise UsageError(f"{path}: expected a list of routes (or {{\"routes\": [...]}})")
-    return [_route(path, i, obj) for i, obj in enumerate(data)]
+    routes = [_route(path, i, obj) for i, obj in enumerate(data)]
+    names = [r.name for r in routes]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise UsageError(f"{path}: two routes are named {dup!r} (samples record the route by name)")
+    return routes
 
 
 def route_for(routes: list[Route], task_type: str, is_mc: bool, prompt: str) -> tuple[Route, dict[str, str]] | None:

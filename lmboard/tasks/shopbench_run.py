@@ -22,7 +22,7 @@ from lmboard.lm import LM, LocalLM, ModelSpec
 from lmboard.metrics import embedders as emb
 from lmboard.metrics.shopbench import EMBEDDING_METRICS, aggregate, check_metric_packages, score_rows
 from lmboard.store import Store
-from lmboard.tasks.routes import DEFAULT_ROUTES
+from lmboard.tasks.routes import DEFAULT_ROUTES, Route
 from lmboard.tasks.runs import describe, family, run_id, run_key
 from lmboard.tasks.shopbench import (
     Routed,
@@ -96,9 +96,9 @@ def _by_loglik(lm: LocalLM, s: ShopBenchSettings, todo: list[Routed], record, do
 
 
 def _by_generation(lm: LM, todo: list[Routed], record, done, concurrency: int) -> None:
-    groups: dict[str, list[Routed]] = {}
+    groups: dict[Route, list[Routed]] = {}  # by route (a user's route may share a built-in's name)
     for x in todo:
-        groups.setdefault(x.route.name, []).append(x)
+        groups.setdefault(x.route, []).append(x)
     for group in groups.values():
         route = group[0].route
         reqs = [route.request(str(x.row.index), x.fields) for x in group]

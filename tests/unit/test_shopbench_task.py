@@ -75,6 +75,9 @@ def test_seed003_routes_on_the_development_set():
     ([{"name": "x", "parser": "magic"}], "unknown parser 'magic'"),
     ([{"name": "x", "max_new_tokens": 0}], "max_new_tokens"),
     ({"other": 1}, "expected a list of routes"),
+    ([{"name": "x"}, {"name": "x", "task_type": "ranking"}], "two routes are named 'x'"),
+    ([{"name": "x", "contains": ["a"]}], "field 'contains' must be str or null"),
+    ([{"name": "x", "stop": [1]}], "field 'stop' must be a list of strings"),
 ])
 def test_bad_route_files(tmp_path, content, needle):
     f = tmp_path / "r.json"
