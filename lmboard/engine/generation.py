@@ -178,7 +178,7 @@ def generate_batched(lm: LocalLM, requests: Sequence[GenRequest], settings: Gene
         torch.manual_seed(settings.seed)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            # On a CPU each prompt is prefilled alone (no pad token computed), its shared start once.
+            # On a CPU the prompts are prefilled without padding (engine/prefill.py), their shared start once.
             cache = {"cache": padded_cache(lm, rows)[0]} if unpadded_applies(lm, rows) else {}
             out = lm.model.generate(input_ids=x.to(lm.device), attention_mask=mask.to(lm.device), generation_config=gc,
                                     stop_strings=list(settings.stop) or None,

@@ -134,6 +134,9 @@ def route_rows(rows: list[Row], routes: list[Route], path: Path) -> list[Routed]
     out = []
     for r in rows:
         hit = route_for(routes, r.type, r.is_mc, r.prompt)
+        if hit is not None and hit[0].parser is None and r.type not in PARSER_OF_TYPE:
+            raise UsageError(f"{path}:{r.line}: task_type {r.type!r} has no default parser: route "
+                             f"{hit[0].name!r} must name one (parser: {', '.join(sorted(set(PARSER_OF_TYPE.values())))})")
         if hit is None:
             raise UsageError(f"{path}:{r.line}: no route for task_type {r.type!r} (known types: "
                              f"{', '.join(PARSER_OF_TYPE)}; or add a route with a parser in --routes)")

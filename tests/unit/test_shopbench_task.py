@@ -87,6 +87,18 @@ def test_bad_route_files(tmp_path, content, needle):
     assert needle in str(e.value) and str(f) in str(e.value)
 
 
+def test_an_unknown_task_type_needs_a_route_with_a_parser(tmp_path):
+    data = write_jsonl(tmp_path / "d.json", [row("Q", "x", ttype="summary", metric="rougel")])
+    with pytest.raises(UsageError, match="no route for task_type 'summary'"):
+        route_rows(load_rows(data), list(DEFAULT_ROUTES), data)
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps([{"name": "any", "is_multiple_choice": False}]))
+    with pytest.raises(UsageError, match="route 'any' must name one"):
+        route_rows(load_rows(data), load_routes(f), data)
+    f.write_text(json.dumps([{"name": "any", "parser": "generation"}]))
+    assert route_rows(load_rows(data), load_routes(f), data)[0].parser == "generation"
+
+
 def test_yaml_route_file(tmp_path):
     f = tmp_path / "r.yaml"
     f.write_text("routes:\n  - name: y\n    task_type: ranking\n    max_new_tokens: 7\n")
