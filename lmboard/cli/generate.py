@@ -28,7 +28,10 @@ def generate_cmd(
     prompts: Path = typer.Option(..., help="Prompt file: .txt, .jsonl or alpaca_eval .json"),
     out_dir: Path = typer.Option(Path("results/generate"), "--out", help="Output folder"),
     raw: bool = typer.Option(False, "--raw", help="Send plain text, no chat template"),
-    batch_size: str = typer.Option("auto", help="Prompts per batch for local models, or auto"),
+    batch_size: str = typer.Option("auto", help="Local models: sequences in flight (continuous) or prompts per "
+                                   "batch (static), or auto (from memory)"),
+    scheduler: str = typer.Option("continuous", help="Local models: continuous (batching per token) or static "
+                                  "(fixed batches through transformers' generate)"),
     concurrency: int = typer.Option(8, help="Requests in flight for endpoints"),
     plugins: list[Path] = typer.Option([], "--plugins", help="Python files/folders registering inference functions"),
     db: Path | None = DB,
@@ -45,6 +48,7 @@ def generate_cmd(
     system: str | None = GEN_OPTS["system"],
 ) -> None:
     """Answer one prompt set with several models; write alpaca_eval's output.json."""
+    from lmboard.engine.generation import SCHEDULERS
     from lmboard.models.registry import load_plugin_paths
     from lmboard.tasks.open_ended import load_prompts, run_generation, write_outputs
     from lmboard.text import stable_hash
@@ -53,6 +57,8 @@ def generate_cmd(
                                    seed, stop, system, raw)
     if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
         raise UsageError(f"--batch-size must be auto or a positive integer (got {batch_size!r})")
+    if scheduler not in SCHEDULERS:
+        raise UsageError(f"--scheduler must be one of {', '.join(SCHEDULERS)} (got {scheduler!r})")
     check_positive(concurrency, "--concurrency")
     check_positive(threads, "--threads")
     if plugins:
@@ -70,7 +76,8 @@ def generate_cmd(
         lm = load_lm(spec, quiet, threads)
         with progress_bar(f"generate {spec.display_name}", quiet) as update:
             per_model[spec.display_name] = run_generation(lm, items, settings, store, prompts_id, update,
-                                                          None if batch_size == "auto" else int(batch_size), concurrency)
+                                                          None if batch_size == "auto" else int(batch_size), concurrency,
+                                                          scheduler)
         del lm
     write_outputs(out_dir, items, per_model)
     if not quiet:

@@ -1,5 +1,9 @@
 """Generation: one entry point for every model, and batched generation for local ones.
 
+Local models generate with continuous batching (scheduler.py, on the packed forward)
+where the packed forward runs the model; ``scheduler="static"`` (and models it does not
+run) take the static path below: batches planned up front, ``model.generate`` per batch.
+
 ``generate`` and ``stream`` take any model: a local one (Capability.LOGITS) runs here,
 an endpoint or a plugin answers itself (Capability.GENERATE / STREAM); a model that can
 do neither is a one-line error naming the capability.
@@ -19,8 +23,11 @@ from typing import Any
 
 from lmboard.engine import transformers_api
 from lmboard.engine.batching import pack, run_with_backoff
+from lmboard.engine.packed import packed_for
 from lmboard.engine.prefill import applies as unpadded_applies
 from lmboard.engine.prefill import padded_cache
+from lmboard.engine.sampling import SamplingConfig
+from lmboard.engine.scheduler import DecodeJob, SchedulerSettings, run_continuous
 from lmboard.lm import (
     LM,
     Capability,
@@ -97,15 +104,19 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return text[: min(idx)], True
 
 
+SCHEDULERS = ("continuous", "static")
+
+
 def generate(lm: LM, requests: Sequence[GenRequest], settings: GenerationSettings, batch_size: int | None = None,
-             concurrency: int = 8, skip: Callable[[str], bool] | None = None) -> Iterator[GenResult]:
+             concurrency: int = 8, skip: Callable[[str], bool] | None = None,
+             scheduler: str = "continuous") -> Iterator[GenResult]:
     """Answers to ``requests`` from any model, yielded as they complete (match by key).
-    ``batch_size``: prompts per batch for a local model (None: packed by a token budget);
-    ``concurrency``: requests in flight for an endpoint; ``skip``: keys already answered
-    (a local model still plans its batches over every request, so a resumed run batches
-    exactly as an uninterrupted one and gives the same answers)."""
+    ``batch_size``: sequences in flight (continuous) or prompts per batch (static) for a
+    local model (None: from memory / a token budget); ``concurrency``: requests in flight
+    for an endpoint; ``skip``: keys already answered (the static path still plans its
+    batches over every request, so a resumed run batches as an uninterrupted one)."""
     if Capability.LOGITS in lm.capabilities:
-        yield from generate_batched(lm, requests, settings, batch_size, skip)  # type: ignore[arg-type]
+        yield from generate_batched(lm, requests, settings, batch_size, skip, scheduler)  # type: ignore[arg-type]
     elif Capability.GENERATE in lm.capabilities:
         gen: GeneratingLM = lm  # type: ignore[assignment]
         todo = [r for r in requests if skip is None or not skip(r.key)]
@@ -159,7 +170,56 @@ def _answer(lm: LocalLM, new: list[int], eos: set[int], settings: GenerationSett
 
 
 def generate_batched(lm: LocalLM, requests: Sequence[GenRequest], settings: GenerationSettings,
-                     batch_size: int | None = None, skip: Callable[[str], bool] | None = None) -> Iterator[GenResult]:
+                     batch_size: int | None = None, skip: Callable[[str], bool] | None = None,
+                     scheduler: str = "continuous", sched: SchedulerSettings | None = None) -> Iterator[GenResult]:
+    """Continuous batching where the packed forward runs the model, else static batches."""
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {scheduler!r}")
+    pm, _ = packed_for(lm.model, lm.device) if scheduler == "continuous" else (None, None)
+    if pm is not None and requests:
+        yield from generate_continuous(lm, pm, requests, settings, skip,
+                                       sched or SchedulerSettings(max_batch=batch_size))
+    else:
+        yield from generate_static(lm, requests, settings, batch_size, skip)
+
+
+def _stop_check(lm: LocalLM, stops: Sequence[str]) -> Callable[[list[int]], bool] | None:
+    """Whether a stop string has appeared in an answer's tokens: only the tail is decoded
+    (each token is at least one character, so the last len(stop) + 8 tokens hold it)."""
+    if not stops:
+        return None
+    width = max(len(s) for s in stops) + 8
+
+    def stopped(new: list[int]) -> bool:
+        tail = lm.tokenizer.decode(new[-width:], skip_special_tokens=True)
+        return any(s and s in tail for s in stops)
+
+    return stopped
+
+
+def generate_continuous(lm: LocalLM, pm: Any, requests: Sequence[GenRequest], settings: GenerationSettings,
+                        skip: Callable[[str], bool] | None, sched: SchedulerSettings) -> Iterator[GenResult]:
+    """The requests not skipped, answered by the continuous-batching scheduler, each
+    yielded the moment it ends. An answer depends on its prompt (and the seed), not on
+    the other prompts in flight."""
+    gc = generation_config(lm, settings)
+    eff = effective_settings(gc, settings)
+    todo = [r for r in requests if skip is None or not skip(r.key)]
+    rendered = [render(lm, r, settings) for r in todo]
+    ids = [lm.encode(t, s) for t, s in rendered]
+    if not todo:
+        return
+    job = DecodeJob(ids, [r.key for r in todo], gc.max_new_tokens, SamplingConfig.from_generation_config(gc),
+                    settings.seed, _stop_check(lm, settings.stop))
+    eos = set(gc.eos_token_id or [])
+    for f in run_continuous(pm, lm.model.get_output_embeddings(), job, sched):
+        text, n, finish = _answer(lm, f.tokens, eos, settings)
+        yield GenResult(todo[f.index].key, text, rendered[f.index][0], len(ids[f.index]), n, f.latency_s, finish,
+                        {**eff, "scheduler": "continuous", "max_batch": f.slots})
+
+
+def generate_static(lm: LocalLM, requests: Sequence[GenRequest], settings: GenerationSettings,
+                    batch_size: int | None = None, skip: Callable[[str], bool] | None = None) -> Iterator[GenResult]:
     """Batches planned over every request (longest first); a batch whose requests all
     ``skip`` does not run, a batch with any left runs whole (its composition, and so its
     answers, are those of an uninterrupted run)."""
@@ -187,7 +247,7 @@ def generate_batched(lm: LocalLM, requests: Sequence[GenRequest], settings: Gene
         for row, i in enumerate(idx):
             text, n, finish = _answer(lm, out[row, x.shape[1]:].tolist(), eos, settings)
             results.append(GenResult(requests[i].key, text, rendered[i][0], len(ids[i]), n, latency, finish,
-                                     {**eff, "batch_size": len(idx)}))
+                                     {**eff, "scheduler": "static", "batch_size": len(idx)}))
 
     for b in _batches(lm, ids, settings, batch_size):
         if skip is not None and all(skip(requests[i].key) for i in b):

@@ -89,12 +89,14 @@ def run_generation(
     progress: Callable[[int, int], None] | None = None,
     batch_size: int | None = None,
     concurrency: int = 8,
+    scheduler: str = "continuous",
 ) -> tuple[str, dict[str, dict]]:
     """Generate what the store does not hold yet, storing each answer as it comes; returns
-    (run id, key -> record). Prompts per batch are part of the run's identity: with padding
-    (and in reduced precision) they can change a greedy answer."""
+    (run id, key -> record). The scheduler and the batch size are part of the run's
+    identity: with padding (and in reduced precision) they can change a greedy answer."""
     info = lm.info()
-    key = run_key(lm.spec, info.get("dtype"), prompts=prompts_id, settings=settings.to_dict(), batch_size=batch_size)
+    key = run_key(lm.spec, info.get("dtype"), prompts=prompts_id, settings=settings.to_dict(), batch_size=batch_size,
+                  scheduler=scheduler)
     rid = run_id("gen", key)
     unique = {p.key: p for p in prompts}
     with store.run_lock(rid):
@@ -106,7 +108,7 @@ def run_generation(
         if progress:
             progress(n, len(unique))
         reqs = [p.request() for p in unique.values()]
-        for r in generate(lm, reqs, settings, batch_size, concurrency, skip=done.__contains__):
+        for r in generate(lm, reqs, settings, batch_size, concurrency, skip=done.__contains__, scheduler=scheduler):
             if r.key in done:
                 continue  # a batch with one answer left runs whole: its other answers are stored already
             fault("generate.result")

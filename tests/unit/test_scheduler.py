@@ -1,0 +1,119 @@
+"""The continuous-batching scheduler on a tiny random Llama (float32): slots reused as
+sequences finish, answers independent of batch-mates (greedy and seeded sampling), end
+tokens and stop strings cut where they should, memory sizing and out-of-memory back-off."""
+
+from __future__ import annotations
+
+import pytest
+
+from lmboard.engine.batching import InjectedOOM
+from lmboard.engine.generation import generate_batched
+from lmboard.engine.packed import packed_for
+from lmboard.engine.sampling import SamplingConfig
+from lmboard.engine.scheduler import DecodeJob, SchedulerSettings, plan_slots, run_continuous
+from lmboard.lm import GenerationSettings, GenRequest
+
+WORDS = "the answer is a question of time and the room was clean but the staff".split()
+
+
+def prompts(n: int, start: int = 0) -> list[GenRequest]:
+    return [GenRequest(f"p{i}", text=" ".join(WORDS[: 2 + (i * 5) % len(WORDS)]) + f" {i}") for i in range(start, start + n)]
+
+
+def answers(lm, reqs, settings, **sched) -> dict:
+    return {r.key: r for r in generate_batched(lm, reqs, settings, sched=SchedulerSettings(**sched))}
+
+
+GREEDY = GenerationSettings(max_new_tokens=12, do_sample=False, raw=True, ignore_eos=True)
+
+
+def test_continuous_matches_one_at_a_time_and_static(tiny_sp):
+    reqs = prompts(7)
+    together = answers(tiny_sp, reqs, GREEDY, max_batch=3)
+    alone = {r.key: next(iter(generate_batched(tiny_sp, [r], GREEDY))) for r in reqs}
+    static = {r.key: r for r in generate_batched(tiny_sp, reqs, GREEDY, scheduler="static")}
+    assert {k: r.output for k, r in together.items()} == {k: r.output for k, r in alone.items()}
+    assert {k: r.output for k, r in together.items()} == {k: r.output for k, r in static.items()}
+    assert all(r.output_tokens == 12 and r.finish_reason == "length" for r in together.values())
+    assert {r.settings["scheduler"] for r in together.values()} == {"continuous"}
+    assert {r.settings["max_batch"] for r in together.values()} == {3}
+
+
+def test_slots_are_reused_as_sequences_finish(tiny_sp):
+    events: list[tuple[str, str, int]] = []
+    reqs = prompts(6)
+    pm, _ = packed_for(tiny_sp.model, tiny_sp.device)
+    ids = [tiny_sp.encode(r.text) for r in reqs]
+    job = DecodeJob(ids, [r.key for r in reqs], 3, SamplingConfig(False))
+    sched = SchedulerSettings(max_batch=2, on_event=lambda *e: events.append(e))
+    done = list(run_continuous(pm, tiny_sp.model.get_output_embeddings(), job, sched))
+    assert sorted(f.index for f in done) == list(range(6))
+    admits = [e for e in events if e[0] == "admit"]
+    assert {slot for _, _, slot in admits} == {0, 1}  # six sequences through two slots
+    first_finish = next(i for i, e in enumerate(events) if e[0] == "finish")
+    later = [e for e in events[first_finish:] if e[0] == "admit"]
+    assert len(later) == 4  # admitted into freed slots while others were still decoding
+    assert all(len(f.tokens) == 3 for f in done)
+
+
+def test_answer_does_not_depend_on_batch_mates_greedy_and_sampled(tiny_sp):
+    target = prompts(1, start=3)[0]
+    sampled = GenerationSettings(max_new_tokens=10, do_sample=True, temperature=1.3, top_k=50, top_p=0.9,
+                                 seed=7, raw=True, ignore_eos=True)
+    for settings in (GREEDY, sampled):
+        alone = answers(tiny_sp, [target], settings)[target.key].output
+        crowd = answers(tiny_sp, prompts(5, start=10) + [target] + prompts(3, start=20), settings, max_batch=4)
+        assert crowd[target.key].output == alone
+    a = answers(tiny_sp, [target], sampled)[target.key].output
+    b = answers(tiny_sp, [target], GenerationSettings(**{**sampled.to_dict(), "stop": (), "seed": 8}))[target.key].output
+    assert a != b  # the seed matters (and so sampling really samples)
+
+
+def test_end_token_cuts_and_stays_last(tiny_sp):
+    req = prompts(1, start=2)[0]
+    pm, _ = packed_for(tiny_sp.model, tiny_sp.device)
+    head = tiny_sp.model.get_output_embeddings()
+    ids = [tiny_sp.encode(req.text)]
+    free = next(iter(run_continuous(pm, head, DecodeJob(ids, ["k"], 12, SamplingConfig(False)), SchedulerSettings())))
+    end = free.tokens[4]
+    cut = next(iter(run_continuous(pm, head, DecodeJob(ids, ["k"], 12, SamplingConfig(False, eos=(end,))),
+                                   SchedulerSettings())))
+    assert cut.tokens == free.tokens[: free.tokens.index(end) + 1]
+
+
+def test_stop_string_cuts_the_answer(tiny_sp):
+    req = prompts(1, start=4)[0]
+    free = answers(tiny_sp, [req], GREEDY)[req.key]
+    stop = free.output[len(free.output) // 2:][:3]
+    assert stop.strip()
+    cut = answers(tiny_sp, [req], GenerationSettings(**{**GREEDY.to_dict(), "stop": (stop,)}))[req.key]
+    assert cut.output == free.output[: free.output.index(stop)]
+    assert cut.finish_reason == "stop" and cut.output_tokens < free.output_tokens
+
+
+def test_slots_sized_from_memory(tiny_sp):
+    pm, _ = packed_for(tiny_sp.model, tiny_sp.device)
+    per_token = 2 * 2 * 2 * 16 * 4  # layers x (k, v) x kv heads x head dim x float32
+    assert plan_slots(pm, 100, 50, SchedulerSettings(memory_bytes=per_token * 100 * 5)) == 5
+    assert plan_slots(pm, 100, 3, SchedulerSettings(memory_bytes=per_token * 100 * 5)) == 3
+    assert plan_slots(pm, 100, 50, SchedulerSettings(memory_bytes=1)) == 1
+    reqs = prompts(8)
+    limited = answers(tiny_sp, reqs, GREEDY, memory_bytes=per_token * 40 * 3)
+    assert {r.settings["max_batch"] for r in limited.values()} == {3}
+
+
+def test_out_of_memory_backs_off_and_gives_the_same_answers(tiny_sp):
+    reqs = prompts(8)
+    ref = answers(tiny_sp, reqs, GREEDY, max_batch=8)
+    seen = []
+
+    def guard(sequences: int, positions: int) -> None:
+        seen.append(sequences)
+        if sequences > 3:
+            raise InjectedOOM(f"injected: {sequences} sequences")
+
+    got = answers(tiny_sp, reqs, GREEDY, max_batch=8, oom_guard=guard)
+    assert {k: r.output for k, r in got.items()} == {k: r.output for k, r in ref.items()}
+    assert max(seen) > 3 and min(r.settings["max_batch"] for r in got.values()) <= 3
+    with pytest.raises(InjectedOOM):
+        answers(tiny_sp, reqs[:1], GREEDY, oom_guard=lambda s, p: (_ for _ in ()).throw(InjectedOOM("always")))
