@@ -282,11 +282,24 @@ def prefill(lm: LocalLM, ids: Any, mask: Any) -> None:
     lm.model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1)
 
 
-def generate_exactly(lm: LocalLM, ids: Any, mask: Any, new_tokens: int, streamer: Any) -> Any:
-    """Greedy, exactly ``new_tokens`` per row (end-of-sequence ignored); ``streamer.put``
-    sees the prompt, then each step's tokens."""
-    return lm.model.generate(
-        input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-        streamer=streamer, eos_token_id=None, pad_token_id=lm.tokenizer.pad_token_id,
-        temperature=None, top_p=None, top_k=None, generation_config=lm.model.generation_config,
-    )
+def generate_exactly(lm: LocalLM, ids: Any, mask: Any, new_tokens: int, streamer: Any,
+                     scheduler: str = "continuous") -> Any:
+    """Greedy, exactly ``new_tokens`` per row (end-of-sequence ignored), on the engine
+    ``lmboard generate`` uses; ``streamer.put`` sees the prompt, then each step's tokens.
+    Returns the prompt and new tokens, (rows, prompt + new_tokens)."""
+    import torch
+
+    pm, _ = packed_for(lm.model, lm.device) if scheduler == "continuous" else (None, None)
+    if pm is None:
+        return lm.model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+            streamer=streamer, eos_token_id=None, pad_token_id=lm.tokenizer.pad_token_id,
+            temperature=None, top_p=None, top_k=None, generation_config=lm.model.generation_config,
+        )
+    rows = ids.tolist()
+    streamer.put(ids)
+    job = DecodeJob(rows, [str(i) for i in range(len(rows))], new_tokens, SamplingConfig(False))
+    sched = SchedulerSettings(max_batch=len(rows), prefill_tokens=sum(map(len, rows)),
+                              on_tokens=lambda n: streamer.put(None))
+    new = {f.index: f.tokens for f in run_continuous(pm, lm.model.get_output_embeddings(), job, sched)}
+    return torch.cat([ids, torch.tensor([new[i] for i in range(len(rows))], device=ids.device)], dim=1)

@@ -40,6 +40,7 @@ class SchedulerSettings:
     prefill_tokens: int = 2048  # prompt tokens per prefill forward
     oom_guard: Callable[[int, int], None] | None = None  # tests: (sequences, cache positions) -> raise
     on_event: Callable[[str, str, int], None] | None = None  # ("admit" | "finish", key, slot)
+    on_tokens: Callable[[int], None] | None = None  # after each forward: how many sequences got a token
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,8 @@ class Scheduler:
             logits = process(cfg, self.dec.logits(h), [list(self.job.prompts[s.index]) + s.new for s in seqs],
                              [len(s.new) for s in seqs])
             nxt = choose(cfg, logits, [s.gen for s in seqs])
+        if self.sched.on_tokens:
+            self.sched.on_tokens(len(nxt))
         done = []
         for slot, (s, t) in enumerate(zip(seqs, nxt, strict=True), start=first):
             s.new.append(int(t))

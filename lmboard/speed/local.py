@@ -34,6 +34,7 @@ class SpeedSettings:
     warmup: int = 2
     repeats: int = 5
     seed: int = 0
+    scheduler: str = "continuous"  # the engine timed: lmboard generate's default, or static (transformers' generate)
 
 
 def synthetic_prompts(tokenizer, n_tokens: int, batch: int, seed: int) -> list[list[int]]:
@@ -94,7 +95,7 @@ class Run:
     tokens: int = 0
 
 
-def _timed(lm: LocalLM, ids, mask, new_tokens: int, sync) -> tuple[float, Run]:
+def _timed(lm: LocalLM, ids, mask, new_tokens: int, sync, scheduler: str = "continuous") -> tuple[float, Run]:
     """(prefill time, one timed generation of exactly ``new_tokens``)."""
     import torch
 
@@ -107,7 +108,7 @@ def _timed(lm: LocalLM, ids, mask, new_tokens: int, sync) -> tuple[float, Run]:
         clock = _Clock(sync)
         sync()
         t0 = time.perf_counter()
-        out = generate_exactly(lm, ids, mask, new_tokens, clock)
+        out = generate_exactly(lm, ids, mask, new_tokens, clock, scheduler)
         sync()
         t_end = time.perf_counter()
     n = out.shape[1] - ids.shape[1]
@@ -126,6 +127,7 @@ def _row(b: int, settings: SpeedSettings, runs: list[Run], prefill_s: list[float
         "batch_size": b,
         "prompt_tokens": settings.prompt_tokens,
         "new_tokens": n,
+        "scheduler": settings.scheduler,
         "prefill_latency_s": summary(prefill_s),
         "prefill_tokens_per_s": b * settings.prompt_tokens / statistics.median(prefill_s),
         "ttft_s": summary([r.ttft for r in runs]),
@@ -154,7 +156,7 @@ def measure_local(lm: LocalLM, settings: SpeedSettings, progress=None) -> list[d
         runs: list[Run] = []
         prefill_s: list[float] = []
         for rep in range(settings.warmup + settings.repeats):
-            t_prefill, run = _timed(lm, ids, mask, settings.new_tokens, sync)
+            t_prefill, run = _timed(lm, ids, mask, settings.new_tokens, sync, settings.scheduler)
             if rep >= settings.warmup:
                 runs.append(run)
                 prefill_s.append(t_prefill)

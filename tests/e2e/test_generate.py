@@ -29,17 +29,30 @@ def test_chat_template_and_system_prompt(smollm2_fp32):
     assert {2, smollm2_fp32.tokenizer.convert_tokens_to_ids("<|im_end|>")} <= set(smollm2_fp32.eos_token_ids())
 
 
-def test_batched_left_padded_greedy_equals_one_at_a_time(smollm2_fp32):
+def test_continuous_and_static_greedy_equal_one_at_a_time(smollm2_fp32):
     reqs = [GenRequest(str(i), ({"role": "user", "content": t},)) for i, t in enumerate(alpaca_instructions(16))]
     s = GenerationSettings(max_new_tokens=24, do_sample=False)
-    batched = {r.key: r for r in generate_batched(smollm2_fp32, reqs, s)}
-    assert max(r.settings["batch_size"] for r in batched.values()) == 16
-    single = {r.key: r for q in reqs for r in generate_batched(smollm2_fp32, [q], s)}
-    same = sum(batched[k].output == single[k].output for k in single)
-    assert same >= 0.95 * len(reqs), same
-    for r in batched.values():
-        assert r.output_tokens <= 24 and "<|im_end|>" not in r.output and "<|im_start|>" not in r.output
-        assert r.finish_reason in ("stop", "length") and r.settings["max_new_tokens"] == 24
+    continuous = {r.key: r for r in generate_batched(smollm2_fp32, reqs, s, batch_size=6)}
+    assert {r.settings["max_batch"] for r in continuous.values()} == {6}  # 16 prompts through 6 slots
+    static = {r.key: r for r in generate_batched(smollm2_fp32, reqs, s, scheduler="static")}
+    assert max(r.settings["batch_size"] for r in static.values()) == 16
+    single = {r.key: r for q in reqs for r in generate_batched(smollm2_fp32, [q], s, scheduler="static")}
+    for batched in (continuous, static):
+        same = sum(batched[k].output == single[k].output for k in single)
+        assert same >= 0.95 * len(reqs), same
+        for r in batched.values():
+            assert r.output_tokens <= 24 and "<|im_end|>" not in r.output and "<|im_start|>" not in r.output
+            assert r.finish_reason in ("stop", "length") and r.settings["max_new_tokens"] == 24
+    assert [continuous[k].output_tokens for k in single] == [single[k].output_tokens for k in single]
+
+
+def test_seeded_sampling_does_not_depend_on_batch_mates(smollm2_fp32):
+    reqs = [GenRequest(str(i), ({"role": "user", "content": t},)) for i, t in enumerate(alpaca_instructions(6))]
+    s = GenerationSettings(max_new_tokens=20, do_sample=True, temperature=0.9, top_p=0.95, seed=3)
+    together = {r.key: r.output for r in generate_batched(smollm2_fp32, reqs, s)}
+    alone = {r.key: r.output for q in reversed(reqs) for r in generate_batched(smollm2_fp32, [q], s)}
+    assert together == alone
+    assert len(set(together.values())) == len(reqs)
 
 
 def test_stop_strings_cut_the_answer(smollm2_fp32):

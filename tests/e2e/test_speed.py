@@ -30,9 +30,24 @@ def independent_decode_rate(lm, batch, prompt_tokens, steps):
         return batch * steps / (time.perf_counter() - t0)
 
 
-@pytest.mark.parametrize("batch", [1, 4])
-def test_local_timings_are_consistent(smollm2_fp32, batch):
-    s = SpeedSettings(prompt_tokens=64, new_tokens=32, batch_sizes=(batch,), warmup=1, repeats=3)
+def independent_engine_rate(lm, batch, prompt_tokens, steps):
+    """The same, on lmboard's decoder (the continuous scheduler's steps), by hand."""
+    from lmboard.engine.decode import Decoder, DecodeWeights, SlotCache
+    from lmboard.engine.packed import packed_for
+
+    pm, _ = packed_for(lm.model, lm.device)
+    dec = Decoder(pm, DecodeWeights(pm, lm.model.get_output_embeddings()), SlotCache(pm, batch, prompt_tokens + steps + 1))
+    with torch.inference_mode():
+        nxt = dec.greedy(dec.prefill(range(batch), synthetic_prompts(lm.tokenizer, prompt_tokens, batch, 0), None))
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            nxt = dec.greedy(dec.step(nxt))
+        return batch * steps / (time.perf_counter() - t0)
+
+
+@pytest.mark.parametrize("batch,scheduler", [(1, "continuous"), (4, "continuous"), (4, "static")])
+def test_local_timings_are_consistent(smollm2_fp32, batch, scheduler):
+    s = SpeedSettings(prompt_tokens=64, new_tokens=32, batch_sizes=(batch,), warmup=1, repeats=3, scheduler=scheduler)
     (row,) = measure_local(smollm2_fp32, s)
     assert row["new_tokens"] == 32 and row["prompt_tokens"] == 64  # exact work (measure_local checks the count)
     # means, not medians: the median of each quantity may come from a different run
@@ -40,7 +55,8 @@ def test_local_timings_are_consistent(smollm2_fp32, batch):
     assert ttft + 31 * tpot == pytest.approx(lat, rel=1e-9)  # TPOT's definition, run by run
     # the streamed token timestamps tell the same story as the definition
     assert ttft + 31 * row["itl_s"]["mean"] == pytest.approx(lat, rel=0.05)
-    rates = [independent_decode_rate(smollm2_fp32, batch, 64, 31) for _ in range(3)]
+    by_hand = independent_engine_rate if scheduler == "continuous" else independent_decode_rate
+    rates = [by_hand(smollm2_fp32, batch, 64, 31) for _ in range(3)]
     assert row["decode_tokens_per_s"] == pytest.approx(statistics.median(rates), rel=0.15)
     assert row["peak_rss_mb"] > 100 and row["prefill_tokens_per_s"] > 0
 
