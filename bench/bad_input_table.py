@@ -55,6 +55,7 @@ def cases(t: Path) -> list[tuple[str, list[str]]]:
         ("eval: --recheck-margin -1", ["eval", "--recheck-margin", "-1", *db]),
         ("eval: --batch-size (renamed --batch-tokens)", ["eval", "--batch-size", "64", *db]),
         ("generate: --concurrency 0", [*gen, "--concurrency", "0", *db]),
+        ("generate: --scheduler eager", [*gen, "--scheduler", "eager", *db]),
         ("judge: --concurrency 0", ["judge", "--annotations", str(t / "empty.json"), "--concurrency", "0", *db]),
         ("classify: --template without {text}", [*cls, "--template", "Review: {labels}", *db]),
         ("classify: --template with {review}", [*cls, "--template", "{review}: {text}", *db]),
