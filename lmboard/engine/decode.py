@@ -8,10 +8,11 @@ cache), so every step works on views, never on gathered copies.
 
 One decode step runs B tokens, one per sequence, as a (B, hidden) matrix through the
 packed forward's fused q/k/v and gate/up projections; each new key and value is written
-at its sequence's own position; attention is one fused CPU kernel call per layer over
-the first ``max(length)`` positions with an additive mask for each sequence's end (the
-lengths in flight are close, so little is masked). The residual stream stays in float32
-as in the packed forward.
+at its sequence's own position; attention, for a bfloat16 cache, is the native kernel
+(native/decode_attention.c: each sequence over its own length, float32 queries), else
+one fused torch CPU kernel call per layer over the first ``max(length)`` positions with
+an additive mask for each sequence's end. The residual stream stays in float32 as in
+the packed forward.
 
 Prompts are prefilled on the packed forward itself: many prompts per forward, no
 padding, on top of the prompts' common start (computed once), and their caches copied
@@ -27,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from lmboard.engine import native
 from lmboard.engine.packed import PackedModel, PrefixKV, Segment, _flash, _rotate_half
 
 Linear = Callable[[Any], Any]
@@ -112,6 +114,8 @@ class Decoder:
 
     def __init__(self, pm: PackedModel, weights: DecodeWeights, cache: SlotCache):
         self.pm, self.w, self.cache = pm, weights, cache
+        # decode attention on the native kernel where it compiled (bfloat16 caches)
+        self.native = native.applies(pm.dtype, pm.heads, pm.kv_heads, pm.head_dim)
 
     def prefill(self, slots: Sequence[int], rows: Sequence[Sequence[int]], base: PrefixKV | None):
         """Run each row on top of ``base`` (the rows' common start, or None) into its
@@ -135,18 +139,21 @@ class Decoder:
         width = int(pos.max()) + 1
         cos, sin = pm.rotary(torch.empty(0, dtype=torch.float32), pos[None])
         cos, sin = cos[0, :, None, :], sin[0, :, None, :]
-        beyond = torch.arange(width)[None, :] > pos[:, None]
-        mask = torch.zeros(b, 1, 1, width, dtype=pm.dtype).masked_fill_(beyond[:, None, None, :], float("-inf"))
+        mask = None if self.native else torch.zeros(b, 1, 1, width, dtype=pm.dtype).masked_fill_(
+            (torch.arange(width)[None, :] > pos[:, None])[:, None, None, :], float("-inf"))
         rows, (h_, kh, d), dt = torch.arange(b), (pm.heads, pm.kv_heads, pm.head_dim), pm.dtype
         x = pm.embed(tokens).float()
         for li, (L, (qkv_w, o_w, gu_w, down_w)) in enumerate(zip(pm.layers, self.w.layers, strict=True)):
             qkv = qkv_w(self._norm(x, L.ln1).to(dt))
             qk = qkv[:, : (h_ + kh) * d].view(b, h_ + kh, d).float()  # rotary on q and k at once, in float32
-            qk = (qk * cos + _rotate_half(qk) * sin).to(dt)
-            cache.k[li][rows, :, pos] = qk[:, h_:]
+            qk = qk * cos + _rotate_half(qk) * sin
+            cache.k[li][rows, :, pos] = qk[:, h_:].to(dt)
             cache.v[li][rows, :, pos] = qkv[:, (h_ + kh) * d:].view(b, kh, d)
-            o = _flash()(qk[:, :h_, None, :].contiguous(), cache.k[li][:b, :, :width], cache.v[li][:b, :, :width],
-                         0.0, False, attn_mask=mask, scale=d ** -0.5)[0]
+            if self.native:  # float32 queries, each sequence over exactly its own length
+                o = native.decode_attention(qk[:, :h_], cache.k[li], cache.v[li], pos + 1, d ** -0.5).to(dt)
+            else:
+                o = _flash()(qk[:, :h_, None, :].to(dt), cache.k[li][:b, :, :width], cache.v[li][:b, :, :width],
+                             0.0, False, attn_mask=mask, scale=d ** -0.5)[0]
             x.add_(o_w(o.reshape(b, h_ * d)))  # the residual stays float32
             gu = gu_w(self._norm(x, L.ln2).to(dt))
             x.add_(down_w(F.silu(gu[:, : pm.inter]) * gu[:, pm.inter:]))

@@ -1,0 +1,115 @@
+"""Native kernels: C compiled on first use with the machine's C compiler, loaded with ctypes.
+
+One kernel today, decode attention over the slotted bfloat16 cache (decode_attention.c):
+torch's fused CPU attention spends most of its time on per-head overhead when each
+sequence has a single query, and it reads every key once per query head; this kernel
+reads each key and value once for all the query heads that share them and computes in
+float32. It also makes a sequence's attention independent of its batch-mates (no padded
+width). Built with ``cc -O3 -march=native -fopenmp`` into the cache folder (keyed by the
+source, the flags and the CPU), so it is compiled once per machine; without a compiler,
+or if the build fails, or with ``LMBOARD_NATIVE=0``, the engine uses torch's kernel and
+says why in ``why_not()``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+SOURCE = Path(__file__).with_name("decode_attention.c")
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-funsafe-math-optimizations", "-shared", "-fPIC"]
+_STATE: dict[str, Any] = {}
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("LMBOARD_CACHE") or Path.home() / ".cache" / "lmboard"
+    return Path(base) / "native"
+
+
+def _cpu_id() -> str:
+    try:
+        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return platform.machine() + flags
+
+
+def _build() -> Path:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise OSError("no C compiler (cc or gcc) on PATH")
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu_id().encode()).hexdigest()[:16]
+    out = _cache_dir() / f"decode_attention-{key}.so"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as td:
+        tmp = Path(td) / out.name
+        r = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", str(tmp), "-lm"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise OSError(f"{Path(cc).name} failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
+        os.replace(tmp, out)  # atomic: a concurrent process sees the whole file or none
+    return out
+
+
+def _load() -> Callable[..., None] | None:
+    if os.environ.get("LMBOARD_NATIVE", "1") == "0":
+        _STATE["why"] = "LMBOARD_NATIVE=0"
+        return None
+    try:
+        import torch  # noqa: F401  (its OpenMP runtime must be the one loaded)
+
+        lib = ctypes.CDLL(str(_build()))
+    except OSError as e:
+        _STATE["why"] = str(e)
+        return None
+    fn = lib.decode_attention_bf16
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    fn.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, ctypes.c_float]
+    fn.restype = None
+    return fn
+
+
+def decode_attention_kernel() -> Callable[..., None] | None:
+    """The compiled kernel, or None (then ``why_not()`` says why)."""
+    if "fn" not in _STATE:
+        _STATE["fn"] = _load()
+    return _STATE["fn"]
+
+
+def why_not() -> str | None:
+    decode_attention_kernel()
+    return _STATE.get("why")
+
+
+def decode_attention(q: Any, k: Any, v: Any, lens: Any, scale: float) -> Any:
+    """Attention of ``q`` (B, H, D) float32 against slots 0..B-1 of ``k``/``v``
+    (slots, KH, cap, D) bfloat16, each over its first ``lens[b]`` positions; (B, H, D) float32."""
+    import torch
+
+    fn = decode_attention_kernel()
+    assert fn is not None
+    b, h, d = q.shape
+    q = q.contiguous()
+    lens = lens.to(torch.int64).contiguous()
+    out = torch.empty_like(q)
+    fn(q.data_ptr(), k.data_ptr(), v.data_ptr(), lens.data_ptr(), out.data_ptr(), b, h, k.shape[1], d, k.shape[2],
+       float(scale))
+    return out
+
+
+def applies(dtype: Any, heads: int, kv_heads: int, head_dim: int) -> bool:
+    """Whether the kernel runs this cache: bfloat16, at most 16 query heads per kv head
+    and head_dim <= 256 (its stack buffers), and it compiled here."""
+    import torch
+
+    return (dtype == torch.bfloat16 and heads % kv_heads == 0 and heads // kv_heads <= 16 and head_dim <= 256
+            and decode_attention_kernel() is not None)
