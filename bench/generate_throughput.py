@@ -145,12 +145,17 @@ def main() -> None:
     args = ap.parse_args()
     instructions = [e["instruction"] for e in json.loads(REF.read_text())[: args.n]]
     peaks = {"bfloat16": matmul_peak(torch.bfloat16), "float32": matmul_peak(torch.float32)}
+    from speed_limits import copy_bandwidth
+
+    bw = copy_bandwidth()
     print(f"matmul peak on this machine ({torch.get_num_threads()} threads): bfloat16 {peaks['bfloat16'] / 1e9:.0f} "
-          f"GFLOP/s, float32 {peaks['float32'] / 1e9:.0f} GFLOP/s")
+          f"GFLOP/s, float32 {peaks['float32'] / 1e9:.0f} GFLOP/s; copy bandwidth {bw / 1e9:.1f} GB/s (read + write): "
+          f"a decode step reads all weights ({2 * 134.5e6 / 1e6:.0f} MB in bfloat16) and every sequence's keys and values")
     results = {int(n): one_setting(instructions, int(n), peaks) for n in args.new_tokens.split(",")}
     first = results[min(results)]
     print(json.dumps({"vs_static": first["vs_static"], "share_of_bound": first["share_of_bound"],
                       "identical_fp32": first["identical_fp32"], "peak_gflops": {k: round(v / 1e9) for k, v in peaks.items()},
+                      "copy_bandwidth_gb_s": round(bw / 1e9, 1),
                       "by_new_tokens": results}))
 
 
