@@ -44,7 +44,7 @@ def _prepacked(w: Any, b: Any, hint: int) -> Linear:
         return F.linear(x, w, b)
 
     mk = getattr(torch.ops, "mkldnn", None)
-    if w.dtype not in (torch.bfloat16, torch.float16) or not torch.backends.mkldnn.is_available() \
+    if hint <= 0 or w.dtype not in (torch.bfloat16, torch.float16) or not torch.backends.mkldnn.is_available() \
             or not hasattr(mk, "_reorder_linear_weight"):
         return plain
     try:
@@ -61,9 +61,11 @@ class DecodeWeights:
     """Each layer's four products (q/k/v, o, gate/up, down) and the LM head, prepacked
     for decode where that helps; built once per packed model."""
 
-    def __init__(self, pm: PackedModel, head: Any, hint: int = 64):
+    def __init__(self, pm: PackedModel, head: Any, hint: int = 64, prepack: bool = True):
         import torch
 
+        if not prepack:  # plain products on the model's own weights (no extra memory)
+            hint = 0
         with torch.no_grad():
             self.layers = [(_prepacked(L.qkv, L.qkv_b, hint), _prepacked(L.o, L.o_b, hint),
                             _prepacked(L.gu, None, hint), _prepacked(L.down, None, hint)) for L in pm.layers]

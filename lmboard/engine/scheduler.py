@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from lmboard.engine.prefill import common_start
 from lmboard.engine.sampling import SamplingConfig, choose, new_generator, process
 
 CPU_MAX_SLOTS = 128
-_WEIGHTS: dict[int, DecodeWeights] = {}
+_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # PackedModel -> DecodeWeights
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,21 @@ def plan_slots(pm: PackedModel, capacity: int, n: int, sched: SchedulerSettings)
 
 
 def _weights(pm: PackedModel, head: Any) -> DecodeWeights:
-    if id(pm) not in _WEIGHTS:
-        _WEIGHTS.clear()  # one model at a time: the prepacked copies are as large as the weights
-        _WEIGHTS[id(pm)] = DecodeWeights(pm, head)
-    return _WEIGHTS[id(pm)]
+    if pm not in _WEIGHTS:
+        _WEIGHTS.clear()  # one model at a time: prepacked copies are as large as the weights
+        _WEIGHTS[pm] = DecodeWeights(pm, head, prepack=_prepack_fits(pm, head))
+    return _WEIGHTS[pm]
+
+
+def _prepack_fits(pm: PackedModel, head: Any) -> bool:
+    """Prepacked copies of the weights only while they take under a quarter of the free memory."""
+    size = sum(t.numel() * t.element_size() for L in pm.layers for t in (L.qkv, L.o, L.gu, L.down))
+    size += head.weight.numel() * head.weight.element_size()
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return False
+    return size < free // 4
 
 
 class Scheduler:
