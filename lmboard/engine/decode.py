@@ -93,7 +93,6 @@ class SlotCache:
         self.k = [torch.zeros(shape, dtype=pm.dtype) for _ in pm.layers]
         self.v = [torch.zeros(shape, dtype=pm.dtype) for _ in pm.layers]
         self.lens = torch.zeros(slots, dtype=torch.long)
-        self.slots, self.capacity = slots, capacity
 
     def put(self, slot: int, kv: PrefixKV, start: int = 0) -> None:
         """Write a cache of positions ``start..`` into ``slot``."""
@@ -138,9 +137,9 @@ class Decoder:
 
         pm, cache, b = self.pm, self.cache, int(tokens.shape[0])
         pos = cache.lens[:b].clone()
-        width = int(pos.max()) + 1
         cos, sin = pm.rotary(torch.empty(0, dtype=torch.float32), pos[None])
         cos, sin = cos[0, :, None, :], sin[0, :, None, :]
+        width = 0 if self.native else int(pos.max()) + 1  # torch's kernel: the longest length, masked
         mask = None if self.native else torch.zeros(b, 1, 1, width, dtype=pm.dtype).masked_fill_(
             (torch.arange(width)[None, :] > pos[:, None])[:, None, None, :], float("-inf"))
         rows, (h_, kh, d), dt = torch.arange(b), (pm.heads, pm.kv_heads, pm.head_dim), pm.dtype

@@ -118,7 +118,6 @@ class Scheduler:
         self.waiting: deque[int] = deque(range(len(job.prompts)))
         self.active: list[_Seq] = []
         self.base: PrefixKV | None = None
-        self.backoffs = 0
 
     def run(self) -> Iterator[Finished]:
         import torch
@@ -203,7 +202,6 @@ class Scheduler:
         for s in reversed(self.active[self.slots:]):
             self.waiting.appendleft(s.index)
         del self.active[self.slots:]
-        self.backoffs += 1
 
 
 def run_continuous(pm: PackedModel, head: Any, job: DecodeJob, sched: SchedulerSettings) -> Iterator[Finished]:
