@@ -92,16 +92,30 @@ class Store:
         self._check_file()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(self.path, timeout=30)
-            self.conn.execute("PRAGMA busy_timeout = 30000")
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self._check_schema()
-            self._migrate()
+            self._open()
         except OSError as e:
             raise UsageError(f"--db: cannot open {self.path} ({e.strerror or e})") from e
         except sqlite3.DatabaseError as e:
             raise self._not_ours(str(e)) from e
+
+    def _open(self, attempts: int = 100) -> None:
+        """Connect, switch to WAL and migrate. Two processes opening a new file at once can
+        meet a lock upgrade that SQLite reports as "database is locked" at once, without
+        waiting (its busy handler cannot break that deadlock): close and try again."""
+        for attempt in range(attempts):
+            self.conn = sqlite3.connect(self.path, timeout=30)
+            try:
+                self.conn.execute("PRAGMA busy_timeout = 30000")
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+                self._check_schema()
+                self._migrate()
+                return
+            except sqlite3.OperationalError as e:
+                self.conn.close()
+                if "locked" not in str(e) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 + 0.01 * attempt)
 
     def say(self, note: str | None) -> None:
         if note and self.notify is not None:

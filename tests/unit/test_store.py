@@ -44,3 +44,18 @@ def test_pending_samples_and_run_families(tmp_path):
     assert store.open_run("a", "exam", "m", {}, {}, family="f").resumed
     with store.run_lock("a"):
         pass
+
+
+def test_two_processes_opening_a_new_store_at_once(tmp_path):
+    """Both open it: SQLite reports the WAL switch's lock deadlock as "database is locked"
+    without waiting, and the store retries instead of calling the file unusable."""
+    import subprocess
+    import sys
+
+    code = "import sys; from lmboard.store import Store; Store(sys.argv[1])"
+    for i in range(12):
+        db = tmp_path / f"db{i}"
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(db)], stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        errs = [p.communicate(timeout=120)[1] for p in procs]
+        assert all(p.returncode == 0 for p in procs), errs
