@@ -14,7 +14,7 @@ import sys
 import typer
 import typer.rich_utils
 
-from lmboard.cli import chat, generate, judge, speed
+from lmboard.cli import chat, finetune, generate, judge, speed
 from lmboard.cli import eval as eval_
 from lmboard.cli.common import WIDE, expand_multi, out
 from lmboard.errors import UsageError
@@ -36,6 +36,7 @@ app.command("generate")(generate.generate_cmd)
 app.command("chat")(chat.chat_cmd)
 app.command("judge")(judge.judge_cmd)
 app.command("speed")(speed.speed_cmd)
+app.command("finetune")(finetune.finetune_cmd)
 
 
 def _version(value: bool) -> None:

@@ -27,7 +27,7 @@ WIDE = 200
 err = Console(stderr=True, width=None if sys.stderr.isatty() else WIDE)
 out = Console(width=None if sys.stdout.isatty() else WIDE)
 
-Update = Callable[[int, int], None]
+Update = Callable[..., None]  # update(done, total[, status])
 
 
 def builtin_data(task: str) -> Path:
@@ -181,18 +181,18 @@ GEN_OPTS = dict(
 
 @contextmanager
 def progress_bar(description: str, quiet: bool) -> Iterator[Update]:
-    """Yields ``update(done, total)``; a rich progress bar on stderr unless --quiet."""
+    """Yields ``update(done, total, status="")``; a rich progress bar on stderr unless --quiet."""
     if quiet:
-        yield lambda done, total: None
+        yield lambda done, total, status="": None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err, transient=False) as p:
-        task = p.add_task(description, total=None)
+                  TextColumn("{task.fields[status]}"), console=err, transient=False) as p:
+        task = p.add_task(description, total=None, status="")
 
-        def update(done: int, total: int) -> None:
-            p.update(task, completed=done, total=total)
+        def update(done: int, total: int, status: str = "") -> None:
+            p.update(task, completed=done, total=total, status=status)
 
         yield update
 

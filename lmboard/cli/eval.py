@@ -158,6 +158,7 @@ def _exam(spec: ModelSpec, settings, out_dir: Path | None, db: Path | None, quie
 
 
 def _classify(spec: ModelSpec, job, out_dir: Path | None, db: Path | None, quiet: bool, threads: int | None) -> None:
+    from lmboard.finetune.provenance import check_not_trained_on
     from lmboard.report.classify import classify_summary, write_classify_files
     from lmboard.tasks.classify_run import load_job, run_classify, scoring_spec
 
@@ -178,7 +179,8 @@ def _classify(spec: ModelSpec, job, out_dir: Path | None, db: Path | None, quiet
                              "write a literal brace as {{ or }}") from None
     check_positive(job.test_size, "--test-size")
     require_backend(spec, Capability.LOGITS, f"--task classify --by {s.by} (runs on the model's weights)")
-    load_job(job)  # bad data fails here, before the model loads
+    test = load_job(job)[1]  # bad data fails here, before the model loads
+    check_not_trained_on(spec, job.data, [e.line for e in test])
     out_path = out_dir or Path("results") / spec.display_name / "classify"
     check_out_dir(out_path)
     store = open_store(db, quiet)

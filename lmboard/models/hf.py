@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +169,9 @@ class HFModel:
         if not Path(adapter).expanduser().exists() and adapter.startswith((".", "/", "~")):
             raise UsageError(f"model spec: adapter folder {adapter} does not exist")
         try:
-            peft_model = PeftModel.from_pretrained(self.model, adapter)
+            with warnings.catch_warnings():  # transformers' deprecation notes about peft's calls
+                warnings.simplefilter("ignore", FutureWarning)
+                peft_model = PeftModel.from_pretrained(self.model, adapter)
         except (OSError, ValueError) as e:
             raise UsageError(f"model spec: cannot load adapter {adapter} ({str(e).splitlines()[0]})") from e
         # Merged once at load: scoring and generation then run a plain model at full speed.

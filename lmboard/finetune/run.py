@@ -1,0 +1,135 @@
+"""The fine-tuning job: data -> tokens and masks -> LoRA training (checkpointed, resumable)
+-> adapter, tokenizer and provenance in ``--out`` (and a merged model with ``--merge``).
+
+The loss curve goes to the store as the run's samples (one per optimizer step), so a
+killed run keeps it, and the same command resumes from the newest complete checkpoint."""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmboard.errors import UsageError
+from lmboard.finetune import provenance
+from lmboard.finetune.data import DataSpec, TrainData, load_train_data
+from lmboard.finetune.masking import Encoded, encode_examples
+from lmboard.finetune.train import StepLog, TrainJob, TrainSettings, run_training
+from lmboard.lm import LocalLM
+from lmboard.store import Store
+from lmboard.tasks.runs import describe, family, run_id, run_key
+from lmboard.text import template_hash
+
+Status = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class FinetuneJob:
+    data: DataSpec
+    template: str
+    max_length: int
+    settings: TrainSettings
+    out: Path
+    merge: bool = False
+    spec_text: str = ""  # the model as the user wrote it (for the eval command we print)
+
+
+def prepare(lm: LocalLM, job: FinetuneJob, data: TrainData | None = None) -> tuple[TrainData, list[Encoded],
+                                                                                 dict[str, int]]:
+    data = data or load_train_data(job.data)
+    encoded, counts = encode_examples(lm.tokenizer, job.template, data.examples, job.max_length, lm.eos_token_ids())
+    if not encoded:
+        raise UsageError(f"--data: no training examples left: all {len(data.examples)} answers are "
+                                    f"longer than --max-length {job.max_length}")
+    return data, encoded, counts
+
+
+def identity(lm: LocalLM, job: FinetuneJob, data: TrainData) -> tuple[str, dict]:
+    d = job.data
+    key = run_key(lm.spec, lm.dtype_name, data=data.data_hash, template=job.template, max_length=job.max_length,
+                  columns=[d.prompt_column, d.response_column, d.instruction_column, d.messages_column,
+                           d.text_column, d.label_column], classify=data.meta, split=data.split, seed=data.seed,
+                  train=job.settings.to_dict())
+    return run_id("finetune", key), key
+
+
+def _record(lm: LocalLM, job: FinetuneJob, data: TrainData, rid: str, counts: dict, n: int) -> dict:
+    return {
+        "run_id": rid, "status": "running", "base": lm.spec.to_dict(), "base_spec": job.spec_text,
+        "dtype": lm.dtype_name, "template": job.template,
+        "template_hash": template_hash(job.template, data.meta.get("classify_template")),
+        "data": {"path": str(Path(job.data.path).resolve()), "sha256": data.data_hash, "split": data.split,
+                 "seed": data.seed, "train_lines": data.train_lines, **data.meta},
+        "examples": n, "skipped": {**data.skipped, **counts}, "max_length": job.max_length,
+        "hyperparameters": job.settings.to_dict(), "provenance": lm.info(),
+    }
+
+
+def run_finetune(lm: LocalLM, job: FinetuneJob, store: Store, status: Status | None = None,
+                 prepared: tuple | None = None) -> dict:
+    data, encoded, counts = prepared or prepare(lm, job)
+    rid, key = identity(lm, job, data)
+    prev = provenance.check_out(job.out, rid)
+    with store.run_lock(rid):
+        opened = store.open_run(rid, "finetune", lm.spec.display_name, key, lm.info(),
+                                family("finetune", lm.spec, data=data.data_hash))
+        store.say(describe(opened, rid))
+        if prev and prev.get("status") == "done":
+            _merge_if_asked(lm, job, prev)
+            return prev
+        record = _record(lm, job, data, rid, counts, len(encoded))
+        provenance.write(job.out, record)
+        total = _total_steps(len(encoded), job.settings)
+
+        def on_log(s: StepLog) -> None:
+            store.add_samples(rid, [(f"{s.step:07d}", s.__dict__)])
+            if status:
+                status(s.step, total, f"loss {s.loss:.4f} · {s.tokens / max(s.seconds, 1e-9):.0f} tok/s")
+
+        t0 = time.perf_counter()
+        tj = TrainJob(lm.model, lm.tokenizer, encoded, job.settings, job.out / "checkpoints", on_log,
+                      lambda ck: provenance.write(ck, record))
+        model, stats = run_training(tj)
+        model.save_pretrained(str(job.out))
+        lm.tokenizer.save_pretrained(str(job.out))
+        curve = [s for _, s in sorted(store.samples(rid))]
+        record.update(status="done", **stats, final_loss=curve[-1]["loss"] if curve else None,
+                      training_seconds=time.perf_counter() - t0, loss_curve=[(s["step"], s["loss"]) for s in curve],
+                      peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      eval_spec=f"{job.spec_text},adapter={job.out}" if job.spec_text else None)
+        provenance.write(job.out, record)
+        _merge_if_asked(lm, job, record, model)
+        store.finish_run(rid, {k: record[k] for k in ("final_loss", "steps", "tokens_per_s", "training_seconds")})
+    return record
+
+
+def _total_steps(n: int, s: TrainSettings) -> int:
+    if s.max_steps > 0:
+        return s.max_steps
+    per_epoch = -(-n // s.batch_size) // s.grad_accum or 1
+    return int(per_epoch * s.epochs + 0.999999)
+
+
+def _merge_if_asked(lm: LocalLM, job: FinetuneJob, record: dict, model=None) -> None:
+    """``--merge``: base + adapter as one plain model folder that every lmboard command loads."""
+    target = job.out / "merged"
+    if not job.merge or (target / "config.json").is_file():
+        return
+    if model is None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(lm.model, str(job.out))
+    merged = model.merge_and_unload()
+    # A GGUF base keeps transformers' quantizer attached although its tensors are plain now.
+    merged.hf_quantizer = None
+    if getattr(merged.config, "quantization_config", None) is not None:
+        del merged.config.quantization_config
+    tmp = job.out / "merged.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(str(tmp))
+    lm.tokenizer.save_pretrained(str(tmp))
+    provenance.write(tmp, {**record, "merged": True})
+    tmp.rename(target)
