@@ -39,6 +39,11 @@ def cases(t: Path) -> list[tuple[str, list[str]]]:
     (t / "broken.json").write_text(rows[0] + "\n{not json\n")
     (t / "resp.jsonl").write_text(json.dumps({"index": 0, "response": "x"}) + "\n")
     sb = ["eval", "openai:m@http://127.0.0.1:9/v1", "--task", "shopbench", "--responses", str(t / "resp.jsonl")]
+    (t / "qa.jsonl").write_text(json.dumps({"prompt": "Hi", "answer": "Hello"}) + "\n")
+    (t / "noans.jsonl").write_text(json.dumps({"prompt": "Hi", "response": ""}) + "\n")
+    (t / "other").mkdir()
+    (t / "other" / "lmboard-finetune.json").write_text(json.dumps({"run_id": "finetune-0", "base": {"name": "x"}}))
+    ft = ["finetune", "smollm2", "--out", str(t / "ft"), *db, "--data"]
     cls = ["eval", "--task", "classify", "--data", str(CSV), "--text-column", "review", "--labels", "0=负面,1=正面"]
     return [
         ("generate: --out under a file", [*gen, "--out", str(t / "file" / "sub"), *db]),
@@ -70,6 +75,11 @@ def cases(t: Path) -> list[tuple[str, list[str]]]:
         ("shopbench: responses that do not cover the data", [*sb, "--data", str(dev), *db]),
         ("shopbench: --mc-by loglik against an endpoint", ["eval", "openai:m@http://127.0.0.1:9/v1", "--task",
                                                           "shopbench", "--mc-by", "loglik", *db]),
+        ("finetune: unknown template", [*ft, str(t / "qa.jsonl"), "--template", "vicuna"]),
+        ("finetune: missing response column", [*ft, str(t / "qa.jsonl")]),
+        ("finetune: no examples left", [*ft, str(t / "noans.jsonl")]),
+        ("finetune: --out holds another run's adapter", [*ft[:2], "--data", str(t / "qa.jsonl"), "--response-column", "answer",
+                                                         "--out", str(t / "other"), *db]),
     ]
 
 

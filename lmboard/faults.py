@@ -8,7 +8,8 @@ point costs one dictionary lookup.
 Points: store.write (inside a transaction, before it commits), engine.batch (a batch
 scored, before its results are handed on), recheck (close calls rescored, before they
 are handed on), generate.result (an answer generated, before it is stored),
-judge.chunk (judgments made, before they are stored).
+judge.chunk (judgments made, before they are stored), finetune.step (an optimizer step
+logged and stored).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmboard.errors import UsageError
+from lmboard.faults import fault
 from lmboard.finetune import provenance
 from lmboard.finetune.data import DataSpec, TrainData, load_train_data
 from lmboard.finetune.masking import Encoded, encode_examples
@@ -86,6 +87,7 @@ def run_finetune(lm: LocalLM, job: FinetuneJob, store: Store, status: Status | N
 
         def on_log(s: StepLog) -> None:
             store.add_samples(rid, [(f"{s.step:07d}", s.__dict__)])
+            fault("finetune.step")
             if status:
                 status(s.step, total, f"loss {s.loss:.4f} · {s.tokens / max(s.seconds, 1e-9):.0f} tok/s")
 

@@ -1,7 +1,7 @@
 """The architecture as a test: one-way imports, no cycle, short functions and modules.
 
 Every import counts (also inside functions and under TYPE_CHECKING): a lazy import is
-still a dependency. The layers: cli -> jobs (tasks, judge, speed) -> engine -> lm <- models.
+still a dependency. The layers: cli -> jobs (tasks, judge, speed, finetune) -> engine -> lm <- models.
 """
 
 import ast
@@ -9,7 +9,8 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "lmboard"
 BACKENDS = {"lmboard.models.hf", "lmboard.models.openai_api", "lmboard.models.plugin"}
-COMMANDS = {"lmboard.cli.eval", "lmboard.cli.generate", "lmboard.cli.chat", "lmboard.cli.judge", "lmboard.cli.speed"}
+COMMANDS = {"lmboard.cli.eval", "lmboard.cli.generate", "lmboard.cli.chat", "lmboard.cli.judge", "lmboard.cli.speed",
+            "lmboard.cli.finetune"}
 
 
 def modules() -> dict[str, Path]:

@@ -1,0 +1,121 @@
+"""lmboard finetune on SmolLM2 and ChnSentiCorp: masks on its tokenizer, the loss falls,
+the adapter changes eval's predictions, --merge equals base + adapter, kill and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from helpers import CHNSENTICORP, lmboard
+from lmboard.finetune.masking import IGNORE, encode_examples
+from lmboard.finetune.templates import Example, render_prompt
+from lmboard.finetune.train import answer_loss
+from lmboard.lm import encode_pair
+
+LABELS = "0=负面,1=正面"
+EXAMPLES = [
+    Example(1, "这家酒店怎么样？", "房间很干净，早餐不错。"),
+    Example(2, "What is 2 + 2?", " Four.", instruction="Answer briefly."),
+    Example(3, "And 3 + 3?", "Six.", history=(("What is 2 + 2?", "Four."),), system="Be brief."),
+]
+
+
+@pytest.mark.parametrize("template", ["alpaca", "chatglm", "llama2", "raw", "Tweet text : {input} label : "])
+def test_labels_on_smollm2s_tokenizer(smollm2_fp32, template):
+    tok = smollm2_fp32.tokenizer
+    encoded, _ = encode_examples(tok, template, EXAMPLES, 512, smollm2_fp32.eos_token_ids())
+    for ex, enc in zip(EXAMPLES, encoded, strict=True):
+        ctx, ans = encode_pair(tok, render_prompt(template, ex), ex.response)
+        assert enc.labels == [IGNORE] * len(ctx) + ans + [tok.eos_token_id]
+        assert enc.input_ids == ctx + ans + [tok.eos_token_id]
+        assert tok.decode(ans) == ex.response  # byte-level BPE: the answer's text exactly
+
+
+def test_chat_template_on_smollm2_trains_assistant_turns_only(smollm2_fp32):
+    tok = smollm2_fp32.tokenizer
+    [enc], _ = encode_examples(tok, "chat", [EXAMPLES[2]], 512, smollm2_fp32.eos_token_ids())
+    whole = tok.apply_chat_template(EXAMPLES[2].messages(), tokenize=False)
+    assert tok.decode(enc.input_ids) == whole
+    trained = [t for t, lab in zip(enc.input_ids, enc.labels, strict=True) if lab != IGNORE]
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert tok.decode(trained) == "Four.<|im_end|>Six.<|im_end|>"
+    assert trained.count(im_end) == 2
+
+
+def _subset(tmp_path, n=60):
+    lines = CHNSENTICORP.read_text(encoding="utf-8").splitlines()
+    f = tmp_path / "reviews.csv"
+    f.write_text("\n".join(lines[: n + 1]) + "\n", encoding="utf-8")
+    return f
+
+
+def _finetune(data, out, db, *extra, env=None):
+    return lmboard("finetune", "smollm2,dtype=float32", "--data", str(data), "--labels", LABELS, "--text-column",
+                   "review", "--split", "0.5", "--out", str(out), "--db", str(db), "--max-length", "96",
+                   "--batch-size", "4", "--lr", "2e-3", "--quiet", *extra, env=env)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ft")
+    data = _subset(d)
+    r = _finetune(data, d / "adapter", d / "db", "--max-steps", "8", "--save-steps", "4", "--merge")
+    assert r.returncode == 0, r.stderr
+    return data, d / "adapter", d
+
+
+def test_a_few_steps_lower_the_loss_on_the_training_batch(trained, smollm2_fp32):
+    from lmboard.finetune.data import DataSpec, load_train_data
+    from lmboard.finetune.masking import pad_batch
+    from lmboard.models.registry import load_model
+    from lmboard.models.spec import parse_model_spec
+    from lmboard.tasks.classify import ClassifySettings
+
+    data, adapter, _ = trained
+    td = load_train_data(DataSpec(data, classify=ClassifySettings({"0": "负面", "1": "正面"}), text_column="review",
+                                  split=0.5))
+    enc, _ = encode_examples(smollm2_fp32.tokenizer, "raw", td.examples[:8], 96, smollm2_fp32.eos_token_ids())
+    batch = pad_batch(enc, smollm2_fp32.tokenizer.pad_token_id)
+    tuned = load_model(parse_model_spec(f"smollm2,dtype=float32,adapter={adapter}"))
+    with torch.no_grad():
+        before, after = float(answer_loss(smollm2_fp32.model, batch)), float(answer_loss(tuned.model, batch))
+    assert after < before * 0.7, (before, after)
+    rec = json.loads((adapter / "lmboard-finetune.json").read_text())
+    assert rec["final_loss"] < rec["loss_curve"][0][1]
+
+    merged = load_model(parse_model_spec(f"hf:{adapter / 'merged'},dtype=float32"))
+    ids = torch.tensor([enc[0].input_ids])
+    with torch.no_grad():
+        diff = (merged.model(ids).logits - tuned.model(ids).logits).abs().max()
+    assert float(diff) < 1e-4
+
+
+def test_the_adapter_changes_evals_predictions(trained):
+    data, adapter, d = trained
+    res = {}
+    for name, spec in (("base", "smollm2"), ("tuned", f"smollm2,adapter={adapter}")):
+        r = lmboard("eval", spec, "--task", "classify", "--data", str(data), "--labels", LABELS, "--text-column",
+                    "review", "--split", "0.5", "--seed", "123", "--db", str(d / "db"), "--out", str(d / name), "-q")
+        assert r.returncode == 0, r.stderr
+        res[name] = [json.loads(x) for x in (d / name / "samples.jsonl").read_text().splitlines()]
+    assert len(res["base"]) == 30
+    assert [s["line"] for s in res["base"]] == [s["line"] for s in res["tuned"]]
+    assert all(a["scores"] != b["scores"] for a, b in zip(res["base"], res["tuned"], strict=True))
+    assert [s["pred"] for s in res["base"]] != [s["pred"] for s in res["tuned"]]
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
+    data = _subset(tmp_path, 40)
+    args = (data, tmp_path / "a", tmp_path / "db", "--max-steps", "6", "--save-steps", "2")
+    r = _finetune(*args, env={"LMBOARD_FAULT": "finetune.step=5"})
+    assert r.returncode != 0
+    ck = sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir())
+    assert "checkpoint-4" in ck and "checkpoint-6" not in ck
+    r = _finetune(*args)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((tmp_path / "a" / "lmboard-finetune.json").read_text())
+    assert rec["resumed_from_step"] == 4 and rec["steps"] == 6
+    assert [s for s, _ in rec["loss_curve"]] == [1, 2, 3, 4, 5, 6]
+    assert rec["tokens_this_process"] < sum(1 for _ in range(6)) * 4 * 96  # only steps 5 and 6 ran
