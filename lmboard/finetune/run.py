@@ -65,8 +65,17 @@ def _record(lm: LocalLM, job: FinetuneJob, data: TrainData, rid: str, counts: di
         "data": {"path": str(Path(job.data.path).resolve()), "sha256": data.data_hash, "split": data.split,
                  "seed": data.seed, "train_lines": data.train_lines, **data.meta},
         "examples": n, "skipped": {**data.skipped, **counts}, "max_length": job.max_length,
-        "hyperparameters": job.settings.to_dict(), "provenance": lm.info(),
+        "hyperparameters": job.settings.to_dict(), "provenance": lm.info(), "peft": _version("peft"),
     }
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def run_finetune(lm: LocalLM, job: FinetuneJob, store: Store, status: Status | None = None,

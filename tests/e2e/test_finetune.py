@@ -107,15 +107,25 @@ def test_the_adapter_changes_evals_predictions(trained):
 
 
 def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
+    """Killed after step 5 (checkpoint 4 written): the same command trains steps 5 and 6
+    only, on the same batches with the same optimizer state: the losses of an
+    uninterrupted run."""
     data = _subset(tmp_path, 40)
-    args = (data, tmp_path / "a", tmp_path / "db", "--max-steps", "6", "--save-steps", "2")
-    r = _finetune(*args, env={"LMBOARD_FAULT": "finetune.step=5"})
+    steps = ("--max-steps", "6", "--save-steps", "2")
+    r = _finetune(data, tmp_path / "a", tmp_path / "db", *steps, env={"LMBOARD_FAULT": "finetune.step=5"})
     assert r.returncode != 0
     ck = sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir())
     assert "checkpoint-4" in ck and "checkpoint-6" not in ck
-    r = _finetune(*args)
+    assert json.loads((tmp_path / "a" / "lmboard-finetune.json").read_text())["status"] == "running"
+    r = _finetune(data, tmp_path / "a", tmp_path / "db", *steps)
     assert r.returncode == 0, r.stderr
     rec = json.loads((tmp_path / "a" / "lmboard-finetune.json").read_text())
     assert rec["resumed_from_step"] == 4 and rec["steps"] == 6
     assert [s for s, _ in rec["loss_curve"]] == [1, 2, 3, 4, 5, 6]
-    assert rec["tokens_this_process"] < sum(1 for _ in range(6)) * 4 * 96  # only steps 5 and 6 ran
+    assert rec["tokens_this_process"] <= 2 * 4 * 96  # steps 5 and 6 only
+    r = _finetune(data, tmp_path / "b", tmp_path / "db2", *steps)
+    assert r.returncode == 0, r.stderr
+    whole = json.loads((tmp_path / "b" / "lmboard-finetune.json").read_text())["loss_curve"]
+    assert [s for s, _ in whole] == [1, 2, 3, 4, 5, 6]
+    for (_, a), (_, b) in zip(rec["loss_curve"], whole, strict=True):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
