@@ -14,7 +14,7 @@ import sys
 import typer
 import typer.rich_utils
 
-from lmboard.cli import chat, finetune, generate, judge, speed
+from lmboard.cli import board, chat, finetune, generate, judge, speed
 from lmboard.cli import eval as eval_
 from lmboard.cli.common import WIDE, expand_multi, out
 from lmboard.errors import UsageError
@@ -37,6 +37,7 @@ app.command("chat")(chat.chat_cmd)
 app.command("judge")(judge.judge_cmd)
 app.command("speed")(speed.speed_cmd)
 app.command("finetune")(finetune.finetune_cmd)
+app.command("board")(board.board_cmd)
 
 
 def _version(value: bool) -> None:

@@ -53,7 +53,7 @@ def identity(lm: LocalLM, job: FinetuneJob, data: TrainData) -> tuple[str, dict]
     key = run_key(lm.spec, lm.dtype_name, data=data.data_hash, template=job.template, max_length=job.max_length,
                   columns=[d.prompt_column, d.response_column, d.instruction_column, d.messages_column,
                            d.text_column, d.label_column], classify=data.meta, split=data.split, seed=data.seed,
-                  train=job.settings.to_dict())
+                  train={k: v for k, v in job.settings.to_dict().items() if k not in ("save_steps", "keep_checkpoints")})
     return run_id("finetune", key), key
 
 

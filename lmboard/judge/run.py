@@ -21,6 +21,7 @@ from lmboard.judge.board import (
 from lmboard.judge.judges import Comparison, Judge, JudgeSettings
 from lmboard.metrics.bootstrap import bootstrap_mean_ci
 from lmboard.store import Store
+from lmboard.text import stable_hash
 
 
 def judge_outputs(
@@ -54,9 +55,11 @@ def judge_outputs(
     judge = Judge(load(settings.spec), settings, store)
     results: list[GeneratorResult] = []
     single_rows: list[dict] = []
+    judged: dict[str, list[dict]] = {}
     for gen, comps in plan:
         with progress(f"judge {gen}") as update:
             recs = judge.run(comps, update)
+        judged[gen] = recs
         if settings.mode == "single":
             single_rows.append(_single_row(gen, recs, n_boot, settings.seed, settings.spec.display_name))
             _write_single(single_rows, leaderboard)
@@ -77,8 +80,31 @@ def judge_outputs(
         "missing_file": str(missing_file),
     }
     if settings.mode == "single":
+        _record_runs(store, settings, ref_name, plan, {r["name"]: r for r in single_rows}, judged)
         return single_rows, info
-    return build_board(results, settings.seed, n_boot), info
+    board = build_board(results, settings.seed, n_boot)
+    _record_runs(store, settings, ref_name, plan, {r["name"]: r for r in board}, judged)
+    return board, info
+
+
+def _record_runs(store: Store, settings: JudgeSettings, reference: str, plan: list, rows: dict[str, dict],
+                 judged: dict[str, list[dict]]) -> None:
+    """One finished ``judge`` run per generator (the board reads them): its leaderboard row
+    as the summary, each judged pair (instruction, both outputs, preference) as a sample."""
+    for gen, comps in plan:
+        if gen not in rows:
+            continue
+        config = {"generator": gen, "judge": settings.spec.canonical(), "reference": reference,
+                  "mode": settings.mode, "lang": settings.lang, "seed": settings.seed,
+                  "both_orders": settings.both_orders}
+        rid = f"judge-{stable_hash(config, 12)}"
+        store.open_run(rid, "judge", gen, config, {"judge_spec": settings.spec.to_dict()})
+        samples = []
+        for k, (c, rec) in enumerate(zip(comps, judged[gen], strict=True)):
+            samples.append((f"{k:06d}", {"instruction": c.instruction, "output": c.output, "reference": c.reference,
+                                         **{x: rec.get(x) for x in ("preference", "score") if x in rec}}))
+        store.add_samples(rid, samples)
+        store.finish_run(rid, {**rows[gen], "judge": settings.spec.display_name, "reference": reference})
 
 
 def _single_row(gen: str, recs: list[dict], n_boot: int, seed: int, judge: str) -> dict:

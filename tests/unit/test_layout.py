@@ -10,7 +10,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[2] / "lmboard"
 BACKENDS = {"lmboard.models.hf", "lmboard.models.openai_api", "lmboard.models.plugin"}
 COMMANDS = {"lmboard.cli.eval", "lmboard.cli.generate", "lmboard.cli.chat", "lmboard.cli.judge", "lmboard.cli.speed",
-            "lmboard.cli.finetune"}
+            "lmboard.cli.finetune", "lmboard.cli.board"}
 
 
 def modules() -> dict[str, Path]:

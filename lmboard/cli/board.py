@@ -1,0 +1,62 @@
+"""`lmboard board`: every finished run in the store, models side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lmboard.cli.common import DB, QUIET, check_out_file, out, split_list
+from lmboard.errors import UsageError
+
+FORMATS = ("html", "csv", "json", "md")
+
+
+def board_cmd(
+    db: Path | None = DB,
+    out_file: Path | None = typer.Option(None, "--out", help="Write the board here (default: a table in the terminal)"),
+    models: str | None = typer.Option(None, help="Comma-separated models (labels or row names) to show"),
+    fmt: str | None = typer.Option(None, "--format", help="html, csv, json or md (default: from --out's suffix)"),
+    open_page: bool = typer.Option(False, "--open", help="Open the HTML board in the browser"),
+    quiet: bool = QUIET,
+) -> None:
+    """The leaderboard: exams, classification, ShopBench, judged win rates and speed per model."""
+    from lmboard.report.board_collect import build, run_samples
+    from lmboard.report.board_text import terminal_table, to_csv, to_json, to_markdown
+    from lmboard.store import Store, default_db_path
+
+    path = db or default_db_path()
+    if not Path(path).is_file():
+        raise UsageError(f"--db: no store at {path} (run lmboard eval, judge or speed first)")
+    kind = fmt or (out_file.suffix.lstrip(".").lower() if out_file else None)
+    if kind == "htm":
+        kind = "html"
+    if kind is not None and kind not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)} (got {kind!r})")
+    if out_file is not None:
+        check_out_file(out_file, "--out")
+    board = build(Store(path), split_list(models))
+    if not board.models:
+        raise UsageError(f"--db {path}: no finished run" + (f" of {models}" if models else "") + " to show")
+    if kind is None:
+        out.print(terminal_table(board))
+        return
+    if kind == "html":
+        from lmboard.report.board_html import render
+
+        text = render(board, board.comparisons(), run_samples(Store(path), board), str(path))
+    else:
+        text = {"csv": to_csv, "md": to_markdown}[kind](board) if kind != "json" else to_json(board, board.comparisons())
+    if out_file is None:
+        print(text, end="")
+        return
+    tmp = out_file.with_name(out_file.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out_file)
+    if not quiet:
+        out.print(f"board: {out_file} ({len(board.models)} models, {len(board.columns)} columns, "
+                  f"{out_file.stat().st_size / 1e6:.1f} MB)", markup=False)
+    if open_page and kind == "html":
+        import webbrowser
+
+        webbrowser.open(out_file.resolve().as_uri())

@@ -1,0 +1,155 @@
+"""Reading the store into a board: how each kind of finished run puts its cells on it
+(the structures are in report/board_data.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmboard.report.board_data import (
+    Board,
+    Cell,
+    Column,
+    ModelRow,
+    accuracy_cell,
+    model_row,
+    run_info,
+    settings_key,
+)
+from lmboard.store import Store
+
+
+def _group(board: Board, base: str, settings: dict) -> tuple[str, str]:
+    """(column key prefix, group label): runs that differ in any setting get their own
+    columns; a label already taken by other settings is marked with the settings' hash."""
+    h = settings_key(settings)
+    label = base
+    if any(c.group == base and c.settings != settings for c in board.columns.values()):
+        label = f"{base} [{h}]"
+    return h, label
+
+
+def add_exam(board: Board, store: Store, run: dict, _: dict) -> None:
+    cfg, summary = run["config"], run["summary"] or {}
+    exam = cfg.get("exam", {})
+    settings = {**{k: exam.get(k) for k in ("task", "data", "subjects", "limit", "shots", "letter_token", "chat",
+                                            "max_length")}, "template": cfg.get("template")}
+    base = f"{exam.get('task')} {exam.get('shots')}-shot" + (" bare letter" if exam.get("letter_token") == "bare"
+                                                             else "") + (" chat" if exam.get("chat") else "")
+    h, group = _group(board, base, settings)
+    model = model_row(run["provenance"] or {}, run["model"])
+    correct, clusters = {}, {}
+    for k, s in store.samples(run["id"]):
+        correct[k], clusters[k] = bool(s["correct"]), s.get("subject", "")
+    col = Column(f"exam:{h}", group, "accuracy", "frac", settings=settings)
+    board.put(model, col, accuracy_cell(board, col, model, run["id"], correct, clusters))
+    for cat, acc in (summary.get("categories") or {}).items():
+        board.put(model, Column(f"exam:{h}:cat:{cat}", group, cat, "frac", settings=settings),
+                  Cell(acc, run=run["id"]))
+
+
+def add_classify(board: Board, store: Store, run: dict, _: dict) -> None:
+    cfg, summary = run["config"], run["summary"] or {}
+    st = cfg.get("settings", {})
+    settings = {"data": cfg.get("data"), "test": cfg.get("test"), **st}
+    base = f"{Path(str(cfg.get('data'))).stem} {st.get('by')} {st.get('shots')}-shot"
+    h, group = _group(board, base, settings)
+    model = model_row(run["provenance"] or {}, run["model"])
+    correct = {k: s["pred"] == s["gold"] for k, s in store.samples(run["id"])}
+    col = Column(f"cls:{h}", group, "accuracy", "frac", settings=settings)
+    board.put(model, col, accuracy_cell(board, col, model, run["id"], correct, {}))
+    board.put(model, Column(f"cls:{h}:f1", group, "macro-F1", "frac", settings=settings),
+              Cell(summary.get("macro_f1"), run=run["id"], n=summary.get("n")))
+
+
+def add_shopbench(board: Board, store: Store, run: dict, _: dict) -> None:
+    model = model_row(run["provenance"] or {}, run["model"])
+    for parse, res in (run["summary"] or {}).items():
+        if isinstance(res, dict) and "overall" in res:
+            settings = {"parse": parse, "key": run["config"]}
+            h, group = _group(board, "shopbench", {"parse": parse})
+            board.put(model, Column(f"shop:{parse}", group, f"overall ({parse} parse)", "frac", settings=settings),
+                      Cell(res["overall"], run=run["id"], n=res.get("n")))
+
+
+def add_judge(board: Board, store: Store, run: dict, generated: dict[str, ModelRow]) -> None:
+    cfg, s = run["config"], run["summary"] or {}
+    model = generated.get(run["model"]) or ModelRow(run["model"], run["model"])
+    settings = {k: cfg.get(k) for k in ("judge", "reference", "mode", "lang", "seed", "both_orders")}
+    h, group = _group(board, f"judged vs {s.get('reference')} by {s.get('judge')}", settings)
+    if cfg.get("mode") == "single":
+        board.put(model, Column(f"judge:{h}", group, "mean score", "score", settings=settings),
+                  Cell(s.get("mean"), s.get("ci_low"), s.get("ci_high"), run["id"], s.get("n")))
+        return
+    board.put(model, Column(f"judge:{h}", group, "win rate", "pct", settings=settings),
+              Cell(s.get("win_rate"), s.get("win_rate_ci_low"), s.get("win_rate_ci_high"), run["id"], s.get("n_total")))
+    lc, se = s.get("length_controlled_winrate"), s.get("lc_standard_error")
+    ok = lc is not None and lc == lc
+    board.put(model, Column(f"judge:{h}:lc", group, "LC win rate", "pct", settings=settings),
+              Cell(lc if ok else None, lc - 1.96 * se if ok and se == se else None,
+                   lc + 1.96 * se if ok and se == se else None, run["id"], s.get("n_total")))
+
+
+def add_speed(board: Board, store: Store, run: dict, _: dict) -> None:
+    rows = (run["summary"] or {}).get("results") or []
+    hw = (run["summary"] or {}).get("hardware") or {}
+    if not rows or "decode_tokens_per_s" not in rows[0]:
+        return
+    st = (run["config"] or {}).get("settings", {})
+    settings = {k: st.get(k) for k in ("prompt_tokens", "new_tokens", "scheduler")}
+    settings["hardware"] = hw.get("gpu") or hw.get("processor") or hw.get("machine")
+    h, group = _group(board, f"speed {settings['prompt_tokens']}+{settings['new_tokens']} tokens", settings)
+    model = model_row(run["provenance"] or {}, run["model"])
+    one = next((r for r in rows if r["batch_size"] == 1), None)
+    big = max(rows, key=lambda r: r["batch_size"])
+    rid = run["id"]
+    if one:
+        board.put(model, Column(f"speed:{h}:b1", group, "decode tok/s (batch 1)", "tok/s", settings=settings),
+                  Cell(one["decode_tokens_per_s"], run=rid))
+        board.put(model, Column(f"speed:{h}:ttft", group, "TTFT s (batch 1)", "s", False, settings),
+                  Cell(one["ttft_s"]["median"], run=rid))
+    if big is not one:
+        board.put(model, Column(f"speed:{h}:bmax", group, "decode tok/s (largest batch)", "tok/s", settings=settings),
+                  Cell(big["decode_tokens_per_s"], run=rid, n=big["batch_size"]))
+    board.put(model, Column(f"speed:{h}:mem", group, "peak memory MB", "MB", False, settings),
+              Cell(max(r.get("peak_rss_mb") or 0 for r in rows) or None, run=rid))
+
+
+ADD = {"exam": add_exam, "classify": add_classify, "shopbench": add_shopbench, "judge": add_judge,
+       "speed": add_speed}
+
+
+def build(store: Store, models: tuple[str, ...] = ()) -> Board:
+    """Every finished run, the newest per model and column (older runs stay in ``runs``)."""
+    board = Board()
+    runs = sorted((r for r in store.runs() if r["status"] == "done"), key=lambda r: r["updated"])
+    generated = _generators(runs)
+    for run in runs:
+        add = ADD.get(run["kind"])
+        if add is None:
+            continue
+        board.runs[run["id"]] = run_info(run)
+        add(board, store, run, generated)
+    if models:
+        keep = {k for k, m in board.models.items() if m.label in models or k in models}
+        board.models = {k: m for k, m in board.models.items() if k in keep}
+        board.cells = {k: v for k, v in board.cells.items() if k[0] in keep}
+        board.correct = {c: {m: v for m, v in d.items() if m in keep} for c, d in board.correct.items()}
+    return board
+
+
+def _generators(runs: list[dict]) -> dict[str, ModelRow]:
+    """Generator name -> the model row of the one generate run that used that name."""
+    seen: dict[str, set[str]] = {}
+    rows: dict[str, ModelRow] = {}
+    for r in runs:
+        if r["kind"] == "generate":
+            row = model_row(r.get("provenance") or {}, r["model"])
+            seen.setdefault(r["model"], set()).add(row.key)
+            rows[r["model"]] = row
+    return {g: rows[g] for g, keys in seen.items() if len(keys) == 1}
+
+
+def run_samples(store: Store, board: Board) -> dict[str, list[dict]]:
+    """The samples of every run a cell points to, for the page's drill-down."""
+    used = {c.run for c in board.cells.values() if c.run}
+    return {rid: [{"key": k, **s} for k, s in sorted(store.samples(rid))] for rid in sorted(used)}

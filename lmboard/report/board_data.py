@@ -1,0 +1,105 @@
+"""The board's data: every finished run in the store, one row per model, one column per
+measurement and setting (runs with different shots, letter token, template, data,
+judge or reference are different columns, never one cell), intervals and paired
+comparisons computed from the stored samples.
+
+A model is its spec's label (or name) with the dtype and the adapter: SmolLM2 in float32,
+in bfloat16 and with an adapter are three rows. Judged runs name their generator; it is
+matched to the `lmboard generate` run that produced it when there is exactly one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lmboard.metrics.paired import cluster_bootstrap_ci, paired_comparison
+from lmboard.text import stable_hash
+
+
+@dataclass
+class Cell:
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+    run: str | None = None
+    n: int | None = None
+
+
+@dataclass
+class Column:
+    key: str
+    group: str  # "mmlu 5-shot", "judged vs gpt4_turbo by smollm2", "speed"
+    label: str  # "accuracy", "STEM", "win rate", "decode tok/s (batch 1)"
+    unit: str = "score"  # score (0-1, shown as %), tok/s, s, MB, text
+    higher_better: bool = True
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class ModelRow:
+    key: str
+    label: str
+    dtype: str | None = None
+    adapter: str | None = None
+    imported: str | None = None  # the file an imported row came from
+
+
+@dataclass
+class Board:
+    models: dict[str, ModelRow] = field(default_factory=dict)
+    columns: dict[str, Column] = field(default_factory=dict)
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    runs: dict[str, dict] = field(default_factory=dict)  # run id -> what produced it
+    correct: dict[str, dict[str, dict[str, bool]]] = field(default_factory=dict)  # column -> model -> key -> right
+    clusters: dict[str, dict[str, str]] = field(default_factory=dict)  # column -> key -> cluster (subject)
+
+    def put(self, model: ModelRow, col: Column, cell: Cell) -> None:
+        self.models.setdefault(model.key, model)
+        self.columns.setdefault(col.key, col)
+        self.cells[(model.key, col.key)] = cell
+
+    def comparisons(self, n_resamples: int = 2000) -> dict[str, list[dict]]:
+        """Column -> every pair of models, on the questions both answered."""
+        out: dict[str, list[dict]] = {}
+        for col, by_model in self.correct.items():
+            names = sorted(by_model)
+            for i, a in enumerate(names):
+                for b in names[i + 1:]:
+                    p = paired_comparison(by_model[a], by_model[b], self.clusters.get(col, {}), n_resamples)
+                    if p is not None:
+                        out.setdefault(col, []).append({"a": a, "b": b, **p.to_dict()})
+        return out
+
+
+def model_row(provenance: dict, fallback: str) -> ModelRow:
+    spec = provenance.get("model_spec") or {}
+    label = spec.get("label") or Path(str(spec.get("gguf_file") or spec.get("name") or fallback)).name or fallback
+    dtype = provenance.get("dtype")
+    adapter = spec.get("adapter")
+    key = " · ".join(x for x in (label, dtype, f"adapter {Path(adapter).name}" if adapter else None) if x)
+    return ModelRow(key, label, dtype, adapter)
+
+
+def run_info(run: dict) -> dict:
+    prov = run.get("provenance") or {}
+    return {"id": run["id"], "kind": run["kind"], "model": run["model"], "created": run["created"],
+            "spec": prov.get("model_spec") or prov.get("judge_spec"), "dtype": prov.get("dtype"),
+            "versions": prov.get("versions"), "template_hash": prov.get("prompt_template_hash"),
+            "config": run.get("config")}
+
+
+def accuracy_cell(board: Board, col: Column, model: ModelRow, run_id: str, correct: dict[str, bool],
+                  clusters: dict[str, str]) -> Cell:
+    """Accuracy with its cluster-bootstrap interval; the per-question record kept for pairs."""
+    keys = sorted(correct)
+    vals = [float(correct[k]) for k in keys]
+    lo, hi = cluster_bootstrap_ci(vals, [clusters.get(k, k) for k in keys])
+    board.correct.setdefault(col.key, {})[model.key] = correct
+    board.clusters.setdefault(col.key, {}).update(clusters)
+    return Cell(sum(vals) / len(vals) if vals else None, lo, hi, run_id, len(vals))
+
+
+def settings_key(*parts: object) -> str:
+    return stable_hash(json.dumps(parts, sort_keys=True, default=str), 8)

@@ -1,0 +1,92 @@
+"""lmboard board without a browser: the statistics against hand-computed cases, the
+columns that keep different settings apart, missing values, the text formats."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+
+from board_store import XSS, sample_store
+from helpers import check_one_line_error as check
+from helpers import run_cli as lmboard
+from lmboard.metrics.paired import cluster_bootstrap_ci, mcnemar_exact, paired_comparison
+from lmboard.report.board_collect import build
+
+
+def test_mcnemar_exact_by_hand():
+    # b=5, c=1: P(X <= 1) for Binomial(6, 1/2) = (1 + 6) / 64; two-sided doubles it
+    assert mcnemar_exact(5, 1) == pytest.approx(14 / 64)
+    assert mcnemar_exact(1, 5) == pytest.approx(14 / 64)
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(3, 3) == 1.0
+    assert mcnemar_exact(10, 0) == pytest.approx(2 / 1024)
+
+
+def test_cluster_bootstrap_resamples_subjects_not_questions():
+    # two subjects of 10 questions, all right in one and all wrong in the other: the
+    # subject-level interval spans [0, 1]; a question-level bootstrap would give ~[0.28, 0.72]
+    vals, clus = [1.0] * 10 + [0.0] * 10, ["a"] * 10 + ["b"] * 10
+    lo, hi = cluster_bootstrap_ci(vals, clus)
+    assert lo == 0.0 and hi == 1.0
+    # identical subjects: every resample has the same accuracy
+    assert cluster_bootstrap_ci([1, 0, 1, 0], ["a", "a", "b", "b"]) == (0.5, 0.5)
+
+
+def test_paired_comparison_on_questions_both_answered():
+    a = {"q1": True, "q2": True, "q3": False, "q4": True, "q5": False, "only_a": True}
+    b = {"q1": True, "q2": False, "q3": False, "q4": False, "q5": True, "only_b": False}
+    p = paired_comparison(a, b, {k: "s" for k in a | b})
+    assert (p.n, p.a_only, p.b_only) == (5, 2, 1)
+    assert p.difference == pytest.approx((2 - 1) / 5)
+    assert p.p_value == pytest.approx(1.0)  # 2 vs 1 discordant: 2 * P(X <= 1 | n=3) = 2 * 4/8
+
+
+def test_board_rows_columns_and_intervals(tmp_path):
+    board = build(sample_store(tmp_path / "db"))
+    assert set(board.models) == {"model-a · bfloat16", "model-b · float32", "model-c · bfloat16", XSS[1]}
+    groups = {c.group for c in board.columns.values()}
+    assert {"mmlu 5-shot", "mmlu 0-shot", "speed 256+64 tokens", "judged vs gpt4 by smollm2"} <= groups
+    acc = next(c for c in board.columns.values() if c.group == "mmlu 5-shot" and c.label == "accuracy")
+    cell = board.cells[("model-a · bfloat16", acc.key)]
+    assert cell.value == pytest.approx(14 / 20) and cell.n == 20
+    assert cell.low < 0.7 < cell.high
+    # model-c ran 0-shot: no 5-shot cell (missing, not 0), and a 0-shot column of its own
+    assert ("model-c · bfloat16", acc.key) not in board.cells
+    # the judged generator is matched to the generate run's model row
+    win = next(c for c in board.columns.values() if c.label == "win rate")
+    assert board.cells[("model-a · bfloat16", win.key)].value == 62.5
+    lc = next(c for c in board.columns.values() if c.label == "LC win rate")
+    assert board.cells[("model-a · bfloat16", lc.key)].value is None
+    comp = board.comparisons()[acc.key]
+    # aligned by question: A is right and B wrong on anatomy 5-7 and astronomy 3-5, never the reverse
+    assert len(comp) == 1 and (comp[0]["n"], comp[0]["a_only"], comp[0]["b_only"]) == (20, 6, 0)
+    assert comp[0]["p_value"] == pytest.approx(2 / 64) and comp[0]["difference"] == pytest.approx(6 / 20)
+
+
+def test_board_formats_and_errors(tmp_path):
+    sample_store(tmp_path / "db")
+    r = lmboard("board", "--db", str(tmp_path / "db"), "--format", "json")
+    doc = json.loads(r.stdout)
+    assert len(doc["models"]) == 4 and doc["comparisons"]
+    assert all(c["value"] is None or not math.isnan(c["value"]) for c in doc["cells"])
+    md = lmboard("board", "--db", str(tmp_path / "db"), "--format", "md", "--models", "model-b").stdout
+    assert md.count("\n") == 3 and "model-b" in md and "—" in md
+    r = lmboard("board", "--db", str(tmp_path / "db"), "--out", str(tmp_path / "b.csv"))
+    assert r.returncode == 0 and (tmp_path / "b.csv").read_text().startswith("model,dtype,adapter,")
+    check(lmboard("board", "--db", str(tmp_path / "none.db")), "no store at")
+    check(lmboard("board", "--db", str(tmp_path / "db"), "--format", "pdf"), "--format must be one of")
+    check(lmboard("board", "--db", str(tmp_path / "db"), "--models", "nobody"), "no finished run of nobody")
+
+
+def test_html_is_self_contained_and_escapes_model_text(tmp_path):
+    sample_store(tmp_path / "db")
+    r = lmboard("board", "--db", str(tmp_path / "db"), "--out", str(tmp_path / "b.html"))
+    assert r.returncode == 0, r.stderr
+    html = (tmp_path / "b.html").read_text()
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
+    for x in XSS:
+        assert x not in html  # every '<' of model text is escaped inside the JSON blocks
+    # no element loads anything (plotly.js names URLs in its code; the CSP blocks them)
+    assert not re.search(r"<(script|link|img|iframe)[^>]*\b(src|href)=", html)
