@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test lint bench browser
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,7 +21,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/lmboard eval smollm2 --task mmlu --shots 5 --subcategories
 
-test: $(STAMP)
+# The board's tests run in a real headless Chromium (Debian's chromium and chromedriver).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver; }
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

@@ -14,33 +14,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
+from lmboard.metrics.bootstrap import bootstrap_mean_ci
 from lmboard.registry import METRICS
 
 
-def _cluster_sums(values: Sequence[float], clusters: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    names = sorted(set(clusters))
-    idx = {c: i for i, c in enumerate(names)}
-    sums, counts = np.zeros(len(names)), np.zeros(len(names))
-    for v, c in zip(values, clusters, strict=True):
-        sums[idx[c]] += v
-        counts[idx[c]] += 1
-    return sums, counts
-
-
-@METRICS.register("cluster_bootstrap_ci")
 def cluster_bootstrap_ci(values: Sequence[float], clusters: Sequence[str], n_resamples: int = 2000, seed: int = 0,
                          level: float = 0.95) -> tuple[float, float]:
-    """(low, high) percentile interval of the overall mean, resampling whole clusters."""
-    if not len(values):
-        return float("nan"), float("nan")
-    sums, counts = _cluster_sums(values, clusters)
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(sums), size=(n_resamples, len(sums)))
-    means = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
+    """The one bootstrap (metrics/bootstrap.py), resampling whole clusters."""
+    return bootstrap_mean_ci(values, n_resamples, seed, level, clusters=clusters)
 
 
 def mcnemar_exact(b: int, c: int) -> float:

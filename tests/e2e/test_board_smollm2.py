@@ -1,0 +1,76 @@
+"""A board built from a store holding real SmolLM2 runs (an exam in two dtypes, judged
+generations, a speed run): its numbers are the runs' own result files' numbers, on the
+terminal, in JSON and on the page in Chromium."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from browser import chromium, console_errors
+from helpers import ALPACA_REF, MMLU, lmboard
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    d = tmp_path_factory.mktemp("board_real")
+    db = ["--db", str(d / "db"), "--quiet"]
+    for dtype in ("float32", "bfloat16"):
+        r = lmboard("eval", f"smollm2,dtype={dtype}", "--data", str(MMLU), "--subjects", "anatomy,astronomy",
+                    "--limit", "8", "--shots", "0", "--out", str(d / f"exam-{dtype}"), *db)
+        assert r.returncode == 0, r.stderr
+    prompts = d / "prompts.json"
+    prompts.write_text(json.dumps(json.loads(ALPACA_REF.read_text())[:4]))
+    r = lmboard("generate", "--models", "smollm2", "--prompts", str(prompts), "--out", str(d / "gen"),
+                "--max-new-tokens", "16", *db)
+    assert r.returncode == 0, r.stderr
+    r = lmboard("judge", "--outputs", str(d / "gen" / "output.json"), "--reference", str(ALPACA_REF), "--judge",
+                "smollm2,dtype=float32", "--leaderboard", str(d / "lb.csv"), *db)
+    assert r.returncode == 0, r.stderr
+    r = lmboard("speed", "smollm2", "--prompt-tokens", "16", "--new-tokens", "4", "--batch-sizes", "1,2",
+                "--warmup", "0", "--repeats", "1", "--out", str(d / "speed.json"), *db)
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+def test_board_numbers_are_the_runs_own(store):
+    d = store
+    r = lmboard("board", "--db", str(d / "db"), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    cols = {c["key"]: c for c in doc["columns"]}
+    cells = {(c["model"], cols[c["column"]]["group"], cols[c["column"]]["label"]): c for c in doc["cells"]}
+    for dtype in ("float32", "bfloat16"):
+        acc = json.loads(next((d / f"exam-{dtype}").glob("accuracies_*.json")).read_text())
+        cell = cells[(f"smollm2 · {dtype}", "mmlu 0-shot", "accuracy")]
+        assert cell["value"] == pytest.approx(acc["weighted_accuracy"]) and cell["n"] == 16
+        assert cell["low"] <= cell["value"] <= cell["high"]
+    (row,) = list(csv.DictReader(open(d / "lb.csv")))
+    judged = [c for k, c in cells.items() if k[0] == "smollm2 · bfloat16" and k[2] == "win rate"]
+    assert len(judged) == 1 and judged[0]["value"] == pytest.approx(float(row["win_rate"]))
+    speed = json.loads((d / "speed.json").read_text())
+    b1 = next(x for x in speed["results"] if x["batch_size"] == 1)
+    (tps,) = [c for k, c in cells.items() if k[0] == "smollm2 · bfloat16" and k[2] == "decode tok/s (batch 1)"]
+    assert tps["value"] == pytest.approx(b1["decode_tokens_per_s"])
+    (pair,) = doc["comparisons"].values()
+    assert pair[0]["n"] == 16
+
+
+def test_the_page_shows_the_same_numbers(store):
+    from selenium.webdriver.common.by import By
+
+    d = store
+    r = lmboard("board", "--db", str(d / "db"), "--out", str(d / "board.html"))
+    assert r.returncode == 0, r.stderr
+    acc = json.loads(next((d / "exam-float32").glob("accuracies_*.json")).read_text())["weighted_accuracy"]
+    driver = chromium()
+    try:
+        driver.get((d / "board.html").resolve().as_uri())
+        row = next(tr for tr in driver.find_elements(By.CSS_SELECTOR, "#board tbody tr")
+                   if tr.get_attribute("data-model") == "smollm2 · float32")
+        assert f"{acc * 100:.1f}" in [a.text for a in row.find_elements(By.TAG_NAME, "a")]
+        assert console_errors(driver) == []
+    finally:
+        driver.quit()
