@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lmboard.cli.common import DB, QUIET, check_out_file, out, split_list
+from lmboard.cli.common import DB, QUIET, check_out_file, err, out, split_list
 from lmboard.errors import UsageError
 
 FORMATS = ("html", "csv", "json", "md")
@@ -18,6 +18,8 @@ def board_cmd(
     models: str | None = typer.Option(None, help="Comma-separated models (labels or row names) to show"),
     fmt: str | None = typer.Option(None, "--format", help="html, csv, json or md (default: from --out's suffix)"),
     open_page: bool = typer.Option(False, "--open", help="Open the HTML board in the browser"),
+    imports: list[Path] = typer.Option([], "--import", help="lm-eval results_*.json or alpaca_eval leaderboard CSV "
+                                       "to add to the store (repeatable); shown as imported"),
     quiet: bool = QUIET,
 ) -> None:
     """The leaderboard: exams, classification, ShopBench, judged win rates and speed per model."""
@@ -26,6 +28,13 @@ def board_cmd(
     from lmboard.store import Store, default_db_path
 
     path = db or default_db_path()
+    if imports:
+        from lmboard.report.board_import import import_file
+
+        for f in imports:
+            rid, n = import_file(Store(path), f)
+            if not quiet:
+                err.print(f"imported {f}: {n} values (run {rid})", markup=False)
     if not Path(path).is_file():
         raise UsageError(f"--db: no store at {path} (run lmboard eval, judge or speed first)")
     kind = fmt or (out_file.suffix.lstrip(".").lower() if out_file else None)

@@ -198,7 +198,7 @@ def progress_bar(description: str, quiet: bool) -> Iterator[Update]:
 
 
 # Options that take several values (`--models a b c`): typer wants the option repeated.
-MULTI = ("--models", "-m", "--outputs", "--annotations", "--plugins")
+MULTI = ("--models", "-m", "--outputs", "--annotations", "--plugins", "--import")
 
 
 def expand_multi(argv: list[str]) -> list[str]:

@@ -114,7 +114,17 @@ def add_speed(board: Board, store: Store, run: dict, _: dict) -> None:
               Cell(max(r.get("peak_rss_mb") or 0 for r in rows) or None, run=rid))
 
 
-ADD = {"exam": add_exam, "classify": add_classify, "shopbench": add_shopbench, "judge": add_judge,
+def add_imported(board: Board, store: Store, run: dict, _: dict) -> None:
+    s = run["summary"] or {}
+    for e in s.get("entries", []):
+        model = ModelRow(f"{e['model']} (imported)", e["model"], imported=s.get("file"))
+        settings = {"imported": s.get("format")}
+        board.put(model, Column(f"imp:{settings_key(e['group'], e['label'])}", f"{e['group']} (imported)",
+                                e["label"], e["unit"], settings=settings),
+                  Cell(e["value"], e.get("low"), e.get("high"), run["id"], e.get("n")))
+
+
+ADD = {"imported": add_imported, "exam": add_exam, "classify": add_classify, "shopbench": add_shopbench, "judge": add_judge,
        "speed": add_speed}
 
 

@@ -90,3 +90,37 @@ def test_html_is_self_contained_and_escapes_model_text(tmp_path):
         assert x not in html  # every '<' of model text is escaped inside the JSON blocks
     # no element loads anything (plotly.js names URLs in its code; the CSP blocks them)
     assert not re.search(r"<(script|link|img|iframe)[^>]*\b(src|href)=", html)
+
+
+def test_imported_lm_eval_and_alpaca_eval_results_go_on_the_board(tmp_path):
+    from helpers import DATA
+
+    sample_store(tmp_path / "db")
+    lm_eval = tmp_path / "results_2026-01-01.json"
+    lm_eval.write_text(json.dumps({
+        "results": {"mmlu": {"alias": "mmlu", "acc,none": 0.25, "acc_stderr,none": 0.01},
+                    "arc_easy": {"acc,none": 0.5, "acc_stderr,none": "N/A", "acc_norm,none": 0.45}},
+        "n-shot": {"mmlu": 5, "arc_easy": 0}, "config": {"model": "hf", "model_args": "pretrained=org/tiny,dtype=float32"},
+    }))
+    board_csv = DATA / "alpaca_eval" / "published_leaderboard_rows.csv"
+    r = lmboard("board", "--db", str(tmp_path / "db"), "--import", str(lm_eval), str(board_csv), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    models = {m["key"]: m for m in doc["models"]}
+    assert models["org/tiny (imported)"]["imported"].endswith("results_2026-01-01.json")
+    cols = {c["key"]: c for c in doc["columns"]}
+    mmlu = next(c for c in doc["cells"] if c["model"] == "org/tiny (imported)"
+                and cols[c["column"]]["group"] == "lm-eval mmlu 5-shot (imported)")
+    assert mmlu["value"] == 0.25 and mmlu["low"] == pytest.approx(0.25 - 1.96 * 0.01)
+    arc = next(c for c in doc["cells"] if c["model"] == "org/tiny (imported)"
+               and cols[c["column"]]["group"] == "lm-eval arc_easy 0-shot (imported)")
+    assert arc["value"] == 0.5 and arc["low"] is None  # no stderr: no interval
+    null = [c for c in doc["cells"] if c["model"] == "NullModel (imported)" and cols[c["column"]]["label"] == "win rate"]
+    assert null[0]["value"] == pytest.approx(76.91979180386511)
+    # lmboard's own MMLU column stays apart from lm-eval's
+    assert "mmlu 5-shot" in {c["group"] for c in doc["columns"]}
+    again = lmboard("board", "--db", str(tmp_path / "db"), "--import", str(lm_eval), "--format", "json")
+    assert len(json.loads(again.stdout)["models"]) == len(doc["models"])
+    check(lmboard("board", "--db", str(tmp_path / "db"), "--import", str(tmp_path / "x.txt")), "no such file")
+    (tmp_path / "x.json").write_text("{}")
+    check(lmboard("board", "--db", str(tmp_path / "db"), "--import", str(tmp_path / "x.json")), "no 'results'")
