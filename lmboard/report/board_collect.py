@@ -160,6 +160,34 @@ def _generators(runs: list[dict]) -> dict[str, ModelRow]:
 
 
 def run_samples(store: Store, board: Board) -> dict[str, list[dict]]:
-    """The samples of every run a cell points to, for the page's drill-down."""
+    """The samples of every run a cell points to, for the page's drill-down; exam samples
+    get their question and choices from the run's data folder when it is still there."""
     used = {c.run for c in board.cells.values() if c.run}
-    return {rid: [{"key": k, **s} for k, s in sorted(store.samples(rid))] for rid in sorted(used)}
+    out = {}
+    for rid in sorted(used):
+        rows = [{"key": k, **s} for k, s in sorted(store.samples(rid))]
+        info = board.runs.get(rid, {})
+        if info.get("kind") == "exam":
+            _with_questions(rows, (info.get("config") or {}).get("exam") or {})
+        out[rid] = rows
+    return out
+
+
+def _with_questions(rows: list[dict], exam_cfg: dict) -> None:
+    from lmboard.errors import UsageError
+    from lmboard.registry import TASKS
+
+    try:
+        exam = TASKS.get(exam_cfg["task"])()
+        data = Path(exam_cfg["data"])
+        found = {}
+        for subject in {r.get("subject") for r in rows}:
+            for q in exam.load_split(data, subject, exam.eval_split) or []:
+                found[(subject, q.index)] = q
+    except (UsageError, OSError, KeyError, TypeError, ValueError):
+        return  # the data moved: the page shows what the store holds
+    for r in rows:
+        q = found.get((r.get("subject"), r.get("index")))
+        if q is not None:
+            r["question"] = q.question
+            r["choices"] = dict(zip(exam.letters, q.choices, strict=False))

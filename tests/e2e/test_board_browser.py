@@ -90,3 +90,17 @@ def test_drill_down_shows_model_text_as_text_and_runs_nothing(page):
     box.send_keys("onerror")
     assert len(driver.find_elements(By.CSS_SELECTOR, "#samples tr")) == 2  # header + the one match
     assert console_errors(driver) == []
+
+
+def test_side_by_side_on_the_questions_both_answered(page):
+    from selenium.webdriver.common.by import By
+
+    driver = page[0]
+    pair = driver.find_element(By.CSS_SELECTOR, "#compare tr.link")
+    pair.click()
+    drill = driver.find_element(By.ID, "drill")
+    assert "Side by side" in drill.text and "20 in common" in drill.text
+    head = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#samples tr:first-child th")]
+    assert "A correct" in head and "B correct" in head
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#samples tr")) == 21
+    assert console_errors(driver) == []

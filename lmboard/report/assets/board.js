@@ -86,8 +86,36 @@ function openRun(run, model, column) {
   d.append(el("h2", "Run " + run), el("p", model + " · " + (byKey[column] ? byKey[column].group : "")));
   d.append(kvTable({kind: info.kind, created: new Date((info.created || 0) * 1000).toISOString(), dtype: info.dtype,
                     spec: info.spec, template_hash: info.template_hash, versions: info.versions, settings: byKey[column] ? byKey[column].settings : {}}));
+  const others = B.models.filter(m => m.key !== model && cells[m.key + "\u0000" + column] && cells[m.key + "\u0000" + column].run);
+  if (others.length) {
+    const pick = el("select"); pick.id = "compare-with"; pick.append(el("option", "side by side with…"));
+    for (const m of others) { const o = el("option", m.key); o.value = m.key; pick.append(o); }
+    pick.addEventListener("change", () => { if (pick.value) sideBySide(column, model, pick.value); });
+    d.append(pick);
+  }
   const box = el("input"); box.placeholder = "search samples"; box.id = "sample-filter"; d.append(box);
   d.append(sampleTable(samplesOf(run), box));
+  d.scrollIntoView();
+}
+const SHOWN = ["question", "instruction", "choices", "reference"];
+function sideBySide(column, a, b) {
+  const ra = cells[a + "\u0000" + column].run, rb = cells[b + "\u0000" + column].run;
+  const sb = Object.fromEntries(samplesOf(rb).map(r => [r.key, r]));
+  const rows = [];
+  for (const x of samplesOf(ra)) {
+    const y = sb[x.key]; if (!y) continue;  // the questions or instructions both answered
+    const row = {key: x.key};
+    for (const k of SHOWN) if (x[k] !== undefined) row[k] = x[k];
+    for (const k of ["pred", "correct", "gold", "output", "preference", "score"]) {
+      if (x[k] !== undefined) row["A " + k] = x[k];
+      if (y[k] !== undefined) row["B " + k] = y[k];
+    }
+    rows.push(row);
+  }
+  const d = document.getElementById("drill"); d.textContent = "";
+  d.append(el("h2", "Side by side"), el("p", "A: " + a + " · B: " + b + " · " + (byKey[column] ? byKey[column].group + ": " + byKey[column].label : "") + " · " + rows.length + " in common"));
+  const box = el("input"); box.placeholder = "search"; box.id = "sample-filter"; d.append(box);
+  d.append(sampleTable(rows, box));
   d.scrollIntoView();
 }
 function renderComparisons() {
@@ -99,7 +127,8 @@ function renderComparisons() {
     for (const x of ["A", "B", "n", "A right, B wrong", "A wrong, B right", "A − B (points)", "95% interval (cluster bootstrap)", "McNemar p"]) h.append(el("th", x));
     t.append(h);
     for (const p of pairs) {
-      const tr = el("tr");
+      const tr = el("tr"); tr.className = "link"; tr.title = "side by side";
+      tr.addEventListener("click", () => sideBySide(col, p.a, p.b));
       tr.append(el("td", p.a, "model"), el("td", p.b, "model"), el("td", String(p.n)), el("td", String(p.a_only)), el("td", String(p.b_only)),
                 el("td", (p.difference * 100).toFixed(2)), el("td", "[" + (p.low * 100).toFixed(2) + ", " + (p.high * 100).toFixed(2) + "]"),
                 el("td", p.p_value.toPrecision(3)));
