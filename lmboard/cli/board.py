@@ -28,14 +28,7 @@ def board_cmd(
     from lmboard.store import Store, default_db_path
 
     path = db or default_db_path()
-    if imports:
-        from lmboard.report.board_import import import_file
-
-        for f in imports:
-            rid, n = import_file(Store(path), f)
-            if not quiet:
-                err.print(f"imported {f}: {n} values (run {rid})", markup=False)
-    if not Path(path).is_file():
+    if not Path(path).is_file() and not imports:
         raise UsageError(f"--db: no store at {path} (run lmboard eval, judge or speed first)")
     kind = fmt or (out_file.suffix.lstrip(".").lower() if out_file else None)
     if kind == "htm":
@@ -44,6 +37,13 @@ def board_cmd(
         raise UsageError(f"--format must be one of {', '.join(FORMATS)} (got {kind!r})")
     if out_file is not None:
         check_out_file(out_file, "--out")
+    if imports:
+        from lmboard.report.board_import import import_file
+
+        for f in imports:
+            rid, n = import_file(Store(path), f)
+            if not quiet:
+                err.print(f"imported {f}: {n} values (run {rid})", markup=False)
     board = build(Store(path), split_list(models))
     if not board.models:
         raise UsageError(f"--db {path}: no finished run" + (f" of {models}" if models else "") + " to show")

@@ -70,7 +70,11 @@ def test_the_page_shows_the_same_numbers(store):
         driver.get((d / "board.html").resolve().as_uri())
         row = next(tr for tr in driver.find_elements(By.CSS_SELECTOR, "#board tbody tr")
                    if tr.get_attribute("data-model") == "smollm2 · float32")
-        assert f"{acc * 100:.1f}" in [a.text for a in row.find_elements(By.TAG_NAME, "a")]
+        link = next(a for a in row.find_elements(By.TAG_NAME, "a") if a.text == f"{acc * 100:.1f}")
+        link.click()
+        first = MMLU.joinpath("test", "anatomy_test.csv").read_text(encoding="utf-8").splitlines()[0]
+        samples = driver.find_element(By.ID, "samples").text
+        assert first.split(",")[0][:40] in samples  # the question, read from the run's data folder
         assert console_errors(driver) == []
     finally:
         driver.quit()
