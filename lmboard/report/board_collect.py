@@ -97,7 +97,8 @@ def add_speed(board: Board, store: Store, run: dict, _: dict) -> None:
     st = (run["config"] or {}).get("settings", {})
     settings = {k: st.get(k) for k in ("prompt_tokens", "new_tokens", "scheduler")}
     settings["hardware"] = hw.get("gpu") or hw.get("processor") or hw.get("machine")
-    h, group = _group(board, f"speed {settings['prompt_tokens']}+{settings['new_tokens']} tokens", settings)
+    where = f" on {settings['hardware']}" if settings["hardware"] else ""
+    h, group = _group(board, f"speed {settings['prompt_tokens']}+{settings['new_tokens']} tokens{where}", settings)
     model = model_row(run["provenance"] or {}, run["model"])
     one = next((r for r in rows if r["batch_size"] == 1), None)
     big = max(rows, key=lambda r: r["batch_size"])

@@ -47,7 +47,7 @@ def test_board_rows_columns_and_intervals(tmp_path):
     board = build(sample_store(tmp_path / "db"))
     assert set(board.models) == {"model-a · bfloat16", "model-b · float32", "model-c · bfloat16", XSS[1]}
     groups = {c.group for c in board.columns.values()}
-    assert {"mmlu 5-shot", "mmlu 0-shot", "speed 256+64 tokens", "judged vs gpt4 by smollm2"} <= groups
+    assert {"mmlu 5-shot", "mmlu 0-shot", "speed 256+64 tokens on test cpu", "judged vs gpt4 by smollm2"} <= groups
     acc = next(c for c in board.columns.values() if c.group == "mmlu 5-shot" and c.label == "accuracy")
     cell = board.cells[("model-a · bfloat16", acc.key)]
     assert cell.value == pytest.approx(14 / 20) and cell.n == 20
