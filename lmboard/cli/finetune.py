@@ -58,6 +58,8 @@ def finetune_cmd(
     train_seed: int = typer.Option(0, help="Seed of the LoRA init, dropout and data order", rich_help_panel=TRAIN),
     save_steps: int = typer.Option(50, help="Checkpoint every N steps (a killed run resumes there)",
                                    rich_help_panel=TRAIN),
+    init_adapter: Path | None = typer.Option(None, help="Continue training this adapter (its rank and targets hold)",
+                                             rich_help_panel=TRAIN),
     keep_checkpoints: int = typer.Option(2, help="Newest checkpoints kept (0: all)", rich_help_panel=TRAIN),
     dtype: str | None = typer.Option(None, help="auto (bfloat16 where the CPU/GPU computes it), float32, bfloat16"),
     merge: bool = typer.Option(False, "--merge", help="Also write base + adapter as one model in OUT/merged"),
@@ -78,6 +80,8 @@ def finetune_cmd(
                     (lora_r, "--lora-r"), (lora_alpha, "--lora-alpha"), (save_steps, "--save-steps"), (show, "--show")):
         check_positive(v, flag)
     check_positive(keep_checkpoints, "--keep-checkpoints", 0)
+    if init_adapter is not None and not (init_adapter / "adapter_config.json").is_file():
+        raise UsageError(f"--init-adapter: {init_adapter} holds no adapter (no adapter_config.json)")
     if not 0 <= lora_dropout < 1 or not 0 <= warmup < 1 or lr <= 0 or epochs <= 0:
         raise UsageError("--lora-dropout and --warmup must be in [0, 1), --lr and --epochs positive")
     classify = _classify_settings(labels, template, seed) if labels else None
@@ -93,7 +97,7 @@ def finetune_cmd(
     check_out_dir(out_dir)
     lora = LoraSettings(lora_r, lora_alpha, lora_dropout, split_list(lora_targets))
     ts = TrainSettings(lora, epochs, max_steps, lr, batch_size, grad_accum, warmup, 0.0, train_seed, save_steps,
-                       keep_checkpoints)
+                       keep_checkpoints, str(init_adapter.resolve()) if init_adapter else None)
     job = FinetuneJob(ds, "raw" if classify else template, max_length, ts, out_dir, merge, model)
     _run(spec, job, train_data, show, plot, db, quiet, threads)
 

@@ -59,15 +59,16 @@ def check_not_trained_on(spec: ModelSpec, data: Path, test_lines: list[int]) -> 
     if found is None:
         return
     where, rec = found
-    d = rec.get("data", {})
     from lmboard.finetune.data import file_hash
 
-    if d.get("sha256") != file_hash(Path(data)):
-        return
-    overlap = sorted(set(d.get("train_lines", [])).intersection(test_lines))
-    if overlap:
-        how = (f"test on the other side of its split: --split {d['split']} --seed {d['seed']}" if d.get("split")
-               else "it was trained on every row of this file")
-        raise UsageError(f"--data {data}: {len(overlap)} of the {len(test_lines)} test rows (lines "
-                         f"{', '.join(map(str, overlap[:5]))}{', ...' if len(overlap) > 5 else ''}) were used to train "
-                         f"{where}; {how}")
+    digest = file_hash(Path(data))
+    for d in rec.get("trained_on") or [rec.get("data", {})]:
+        if d.get("sha256") != digest:
+            continue
+        overlap = sorted(set(d.get("train_lines", [])).intersection(test_lines))
+        if overlap:
+            how = (f"test on the other side of its split: --split {d['split']} --seed {d['seed']}" if d.get("split")
+                   else "it was trained on every row of this file")
+            raise UsageError(f"--data {data}: {len(overlap)} of the {len(test_lines)} test rows (lines "
+                             f"{', '.join(map(str, overlap[:5]))}{', ...' if len(overlap) > 5 else ''}) were used to "
+                             f"train {where}; {how}")

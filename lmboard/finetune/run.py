@@ -53,7 +53,8 @@ def identity(lm: LocalLM, job: FinetuneJob, data: TrainData) -> tuple[str, dict]
     key = run_key(lm.spec, lm.dtype_name, data=data.data_hash, template=job.template, max_length=job.max_length,
                   columns=[d.prompt_column, d.response_column, d.instruction_column, d.messages_column,
                            d.text_column, d.label_column], classify=data.meta, split=data.split, seed=data.seed,
-                  train={k: v for k, v in job.settings.to_dict().items() if k not in ("save_steps", "keep_checkpoints")})
+                  train={k: v for k, v in job.settings.to_dict().items() if k not in ("save_steps", "keep_checkpoints")},
+                  init_weights=_init_hash(job.settings.init_adapter))
     return run_id("finetune", key), key
 
 
@@ -64,9 +65,29 @@ def _record(lm: LocalLM, job: FinetuneJob, data: TrainData, rid: str, counts: di
         "template_hash": template_hash(job.template, data.meta.get("classify_template")),
         "data": {"path": str(Path(job.data.path).resolve()), "sha256": data.data_hash, "split": data.split,
                  "seed": data.seed, "train_lines": data.train_lines, **data.meta},
+        "trained_on": _trained_on(job, data),
         "examples": n, "skipped": {**data.skipped, **counts}, "max_length": job.max_length,
         "hyperparameters": job.settings.to_dict(), "provenance": lm.info(), "peft": _version("peft"),
     }
+
+
+def _init_hash(folder: str | None) -> str | None:
+    if folder is None:
+        return None
+    from lmboard.finetune.data import file_hash
+
+    weights = sorted(Path(folder).glob("adapter_model.*"))
+    return file_hash(weights[0]) if weights else None
+
+
+def _trained_on(job: FinetuneJob, data: TrainData) -> list[dict]:
+    """Every data set the weights have learned from: this run's and its initial adapter's."""
+    mine = {"sha256": data.data_hash, "split": data.split, "seed": data.seed, "train_lines": data.train_lines}
+    init = job.settings.init_adapter
+    if init is None:
+        return [mine]
+    rec = provenance.read(Path(init)) or {}
+    return [*rec.get("trained_on", [rec["data"]] if "data" in rec else []), mine]
 
 
 def _version(package: str) -> str | None:

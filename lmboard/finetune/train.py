@@ -51,6 +51,7 @@ class TrainSettings:
     seed: int = 0
     save_steps: int = 50
     keep_checkpoints: int = 2  # 0: all
+    init_adapter: str | None = None  # continue training this adapter (its LoRA settings hold)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +83,12 @@ def with_lora(model, lora: LoraSettings):
     cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                      target_modules=lora_targets(model, lora), task_type="CAUSAL_LM")
     return get_peft_model(model, cfg)
+
+
+def _continued(model, folder: str):
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, folder, is_trainable=True)
 
 
 def answer_loss(model, batch: dict, num_items=None):
@@ -167,7 +174,7 @@ def run_training(job: TrainJob) -> tuple[object, dict]:
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     s = job.settings
     torch.manual_seed(s.seed)  # the LoRA A matrices' initialisation
-    model = with_lora(job.model, s.lora)
+    model = with_lora(job.model, s.lora) if s.init_adapter is None else _continued(job.model, s.init_adapter)
     args = TrainingArguments(
         output_dir=str(job.checkpoints), per_device_train_batch_size=s.batch_size,
         gradient_accumulation_steps=s.grad_accum, learning_rate=s.lr, num_train_epochs=s.epochs,

@@ -189,3 +189,21 @@ def test_eval_refuses_rows_the_adapter_was_trained_on(sp_model_dir, tmp_path):
     check(lmboard(*base), "of the 20 test rows", "were used to train", "--split 0.5 --seed 7")
     check(lmboard(*base, "--split", "0.5", "--seed", "8"), "were used to train")
     assert lmboard(*base, "--split", "0.5", "--seed", "7").returncode == 0
+
+
+def test_continuing_an_adapter_keeps_the_rows_of_both_runs_out_of_eval(sp_model_dir, tmp_path):
+    f = tmp_path / "reviews.csv"
+    f.write_text("label,text\n" + "".join(f"{i % 2},review number {i} {'good' if i % 2 else 'bad'}\n"
+                                          for i in range(20)), encoding="utf-8")
+    cls = ["--data", str(f), "--labels", "0=bad,1=good", "--max-steps", "1"]
+    assert _ft(sp_model_dir, tmp_path, *cls, "--split", "0.5", "--seed", "7", "--out", str(tmp_path / "a")).returncode == 0
+    r = _ft(sp_model_dir, tmp_path, *cls, "--split", "0.5", "--seed", "8", "--out", str(tmp_path / "b"),
+            "--init-adapter", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((tmp_path / "b" / "lmboard-finetune.json").read_text())
+    assert [d["seed"] for d in rec["trained_on"]] == [7, 8]
+    base = ["eval", f"hf:{sp_model_dir},adapter={tmp_path / 'b'}", "--task", "classify", "--data", str(f), "--labels",
+            "0=bad,1=good", "-q", "--db", str(tmp_path / "db"), "--out", str(tmp_path / "res"), "--split", "0.5"]
+    check(lmboard(*base, "--seed", "8"), "--split 0.5 --seed 7")  # the first run's rows are in seed 8's test side
+    check(_ft(sp_model_dir, tmp_path, *cls, "--out", str(tmp_path / "c"), "--init-adapter", str(tmp_path)),
+          "holds no adapter")
