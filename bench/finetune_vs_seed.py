@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CSV = ROOT.parent / "shared" / "data" / "chnsenticorp" / "ChnSentiCorp_htl_all.csv"
 LABELS = {"0": "负面", "1": "正面"}
 FIXED = 192  # the seed's max_seq_length (128 + 64)
-LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "lr": 1e-3}
+LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "lr": 1e-3}
 sys.path.insert(0, str(ROOT))
 
 
@@ -48,16 +48,15 @@ def examples(n: int, tok) -> list[tuple[int, str, str]]:
     return out
 
 
-def seed_recipe(rows, steps: int, batch: int, workdir: Path):
-    """Seed 001's collator (padding to FIXED), Trainer, peft; float32."""
+def seed_recipe(rows, steps: int, batch: int, workdir: Path, folder: str):
+    """Seed 001's collator (padding to FIXED), Trainer, peft; float32. The model is loaded
+    from a plain Hugging Face folder (the GGUF unpacked), as the seed's users have it."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-    from lmboard.models.aliases import SMOLLM2_FILE, smollm2_dir
-
-    tok = AutoTokenizer.from_pretrained(smollm2_dir(), gguf_file=SMOLLM2_FILE)
-    model = AutoModelForCausalLM.from_pretrained(smollm2_dir(), gguf_file=SMOLLM2_FILE, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
                                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                              "up_proj", "down_proj"], task_type="CAUSAL_LM"))
@@ -144,7 +143,7 @@ def main() -> None:
     base = load_model(parse_model_spec("smollm2,dtype=float32"))
     rows = examples(a.examples, base.tokenizer)
     before = mean_answer_loss(base.model, base.tokenizer, rows)
-    seed_model, tok, seed_real, seed_s = seed_recipe(rows, a.steps, a.batch_size, work)
+    seed_model, tok, seed_real, seed_s = seed_recipe(rows, a.steps, a.batch_size, work, base.gguf_cache)
     seed_loss = mean_answer_loss(seed_model, tok, rows)
     seen = a.steps * a.batch_size
     print(f"== {len(rows)} ChnSentiCorp reviews, {a.steps} steps of {a.batch_size}, LoRA r={LORA['r']} on all "

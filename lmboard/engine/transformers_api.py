@@ -62,3 +62,17 @@ def text_streamer(tokenizer: Any) -> Any:
     from transformers import TextIteratorStreamer
 
     return TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
+def detach_gguf_quantizer(model: Any) -> None:
+    """A GGUF file is unpacked into plain tensors of the model's dtype at load, but
+    transformers keeps its GGUF quantizer attached: Trainer then refuses to train the
+    model and save_pretrained to save it. Nothing is quantized any more; detach it."""
+    q = getattr(model, "hf_quantizer", None)
+    if q is None or str(getattr(q.quantization_config, "quant_method", "")).lower().split(".")[-1] != "gguf":
+        return
+    model.hf_quantizer = None
+    if "is_quantized" in model.__dict__:
+        model.is_quantized = False
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmboard.engine.transformers_api import detach_gguf_quantizer
 from lmboard.errors import UsageError
 from lmboard.faults import fault
 from lmboard.finetune import provenance
@@ -155,10 +156,7 @@ def _merge_if_asked(lm: LocalLM, job: FinetuneJob, record: dict, model=None) -> 
 
         model = PeftModel.from_pretrained(lm.model, str(job.out))
     merged = model.merge_and_unload()
-    # A GGUF base keeps transformers' quantizer attached although its tensors are plain now.
-    merged.hf_quantizer = None
-    if getattr(merged.config, "quantization_config", None) is not None:
-        del merged.config.quantization_config
+    detach_gguf_quantizer(merged)
     tmp = job.out / "merged.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(str(tmp))

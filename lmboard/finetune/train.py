@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lmboard.engine.transformers_api import detach_gguf_quantizer
 from lmboard.errors import MissingDependency
 from lmboard.finetune.masking import IGNORE, Encoded, pad_batch
 
@@ -172,8 +173,11 @@ def run_training(job: TrainJob) -> tuple[object, dict]:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    # peft looks for the base's config.json beside a GGUF file to check the vocabulary; it is unchanged
+    warnings.filterwarnings("ignore", message="Could not find a config file")
     s = job.settings
     torch.manual_seed(s.seed)  # the LoRA A matrices' initialisation
+    detach_gguf_quantizer(job.model)
     model = with_lora(job.model, s.lora) if s.init_adapter is None else _continued(job.model, s.init_adapter)
     args = TrainingArguments(
         output_dir=str(job.checkpoints), per_device_train_batch_size=s.batch_size,
