@@ -44,24 +44,35 @@ def test_chat_template_on_smollm2_trains_assistant_turns_only(smollm2_fp32):
     assert trained.count(im_end) == 2
 
 
-def _subset(tmp_path, n=60):
-    lines = CHNSENTICORP.read_text(encoding="utf-8").splitlines()
+def _subset(tmp_path, n=40):
+    """n short reviews, half of each label (the file starts with a long run of positive ones)."""
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(CHNSENTICORP.read_text(encoding="utf-8"))))
+    pos = [r for r in rows[1:] if r[0] == "1" and len(r[1]) < 120][: n // 2]
+    neg = [r for r in rows[1:] if r[0] == "0" and len(r[1]) < 120][: n // 2]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(rows[0])
+    for p, q in zip(pos, neg, strict=True):
+        w.writerows([p, q])
     f = tmp_path / "reviews.csv"
-    f.write_text("\n".join(lines[: n + 1]) + "\n", encoding="utf-8")
+    f.write_text(buf.getvalue(), encoding="utf-8")
     return f
 
 
 def _finetune(data, out, db, *extra, env=None):
     return lmboard("finetune", "smollm2,dtype=float32", "--data", str(data), "--labels", LABELS, "--text-column",
                    "review", "--split", "0.5", "--out", str(out), "--db", str(db), "--max-length", "96",
-                   "--batch-size", "4", "--lr", "2e-3", "--quiet", *extra, env=env)
+                   "--batch-size", "4", "--lr", "3e-3", "--quiet", *extra, env=env)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("ft")
     data = _subset(d)
-    r = _finetune(data, d / "adapter", d / "db", "--max-steps", "8", "--save-steps", "4", "--merge")
+    r = _finetune(data, d / "adapter", d / "db", "--max-steps", "6", "--save-steps", "3", "--merge")
     assert r.returncode == 0, r.stderr
     return data, d / "adapter", d
 
@@ -100,32 +111,32 @@ def test_the_adapter_changes_evals_predictions(trained):
                     "review", "--split", "0.5", "--seed", "123", "--db", str(d / "db"), "--out", str(d / name), "-q")
         assert r.returncode == 0, r.stderr
         res[name] = [json.loads(x) for x in (d / name / "samples.jsonl").read_text().splitlines()]
-    assert len(res["base"]) == 30
+    assert len(res["base"]) == 20
     assert [s["line"] for s in res["base"]] == [s["line"] for s in res["tuned"]]
     assert all(a["scores"] != b["scores"] for a, b in zip(res["base"], res["tuned"], strict=True))
     assert [s["pred"] for s in res["base"]] != [s["pred"] for s in res["tuned"]]
 
 
 def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
-    """Killed after step 5 (checkpoint 4 written): the same command trains steps 5 and 6
+    """Killed after step 3 (checkpoint 2 written): the same command trains steps 3 and 4
     only, on the same batches with the same optimizer state: the losses of an
     uninterrupted run."""
-    data = _subset(tmp_path, 40)
-    steps = ("--max-steps", "6", "--save-steps", "2")
-    r = _finetune(data, tmp_path / "a", tmp_path / "db", *steps, env={"LMBOARD_FAULT": "finetune.step=5"})
+    data = _subset(tmp_path, 24)
+    steps = ("--max-steps", "4", "--save-steps", "2")
+    r = _finetune(data, tmp_path / "a", tmp_path / "db", *steps, env={"LMBOARD_FAULT": "finetune.step=3"})
     assert r.returncode != 0
     ck = sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir())
-    assert "checkpoint-4" in ck and "checkpoint-6" not in ck
+    assert "checkpoint-2" in ck and "checkpoint-4" not in ck
     assert json.loads((tmp_path / "a" / "lmboard-finetune.json").read_text())["status"] == "running"
     r = _finetune(data, tmp_path / "a", tmp_path / "db", *steps)
     assert r.returncode == 0, r.stderr
     rec = json.loads((tmp_path / "a" / "lmboard-finetune.json").read_text())
-    assert rec["resumed_from_step"] == 4 and rec["steps"] == 6
-    assert [s for s, _ in rec["loss_curve"]] == [1, 2, 3, 4, 5, 6]
-    assert rec["tokens_this_process"] <= 2 * 4 * 96  # steps 5 and 6 only
+    assert rec["resumed_from_step"] == 2 and rec["steps"] == 4
+    assert [s for s, _ in rec["loss_curve"]] == [1, 2, 3, 4]
+    assert rec["tokens_this_process"] <= 2 * 4 * 96  # steps 3 and 4 only
     r = _finetune(data, tmp_path / "b", tmp_path / "db2", *steps)
     assert r.returncode == 0, r.stderr
     whole = json.loads((tmp_path / "b" / "lmboard-finetune.json").read_text())["loss_curve"]
-    assert [s for s, _ in whole] == [1, 2, 3, 4, 5, 6]
+    assert [s for s, _ in whole] == [1, 2, 3, 4]
     for (_, a), (_, b) in zip(rec["loss_curve"], whole, strict=True):
         assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
