@@ -44,8 +44,9 @@ def test_chat_template_on_smollm2_trains_assistant_turns_only(smollm2_fp32):
     assert trained.count(im_end) == 2
 
 
-def _subset(tmp_path, n=40):
-    """n short reviews, half of each label (the file starts with a long run of positive ones)."""
+def _subset(tmp_path, n=40, label=None):
+    """n short reviews, half of each label (the file starts with a long run of positive ones);
+    ``label``: every review relabelled so (a mapping a few steps teach, whatever the base says)."""
     import csv
     import io
 
@@ -56,7 +57,7 @@ def _subset(tmp_path, n=40):
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(rows[0])
     for p, q in zip(pos, neg, strict=True):
-        w.writerows([p, q])
+        w.writerows([p, q] if label is None else [[label, p[1]], [label, q[1]]])
     f = tmp_path / "reviews.csv"
     f.write_text(buf.getvalue(), encoding="utf-8")
     return f
@@ -71,7 +72,7 @@ def _finetune(data, out, db, *extra, env=None):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("ft")
-    data = _subset(d)
+    data = _subset(d, label="0")  # the base calls nearly every review 正面; the adapter learns 负面
     r = _finetune(data, d / "adapter", d / "db", "--max-steps", "6", "--save-steps", "3", "--merge")
     assert r.returncode == 0, r.stderr
     return data, d / "adapter", d
@@ -114,7 +115,9 @@ def test_the_adapter_changes_evals_predictions(trained):
     assert len(res["base"]) == 20
     assert [s["line"] for s in res["base"]] == [s["line"] for s in res["tuned"]]
     assert all(a["scores"] != b["scores"] for a, b in zip(res["base"], res["tuned"], strict=True))
-    assert [s["pred"] for s in res["base"]] != [s["pred"] for s in res["tuned"]]
+    base_right = sum(s["pred"] == s["gold"] for s in res["base"])
+    tuned_right = sum(s["pred"] == s["gold"] for s in res["tuned"])
+    assert tuned_right > base_right, (base_right, tuned_right)
 
 
 def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
