@@ -10,7 +10,6 @@ exact test on the discordant questions (one right, the other wrong).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,9 +29,10 @@ def mcnemar_exact(b: int, c: int) -> float:
     n = b + c
     if n == 0:
         return 1.0
-    k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-    return min(1.0, 2.0 * tail)
+    from scipy.stats import binom
+
+    # the tail in scipy's binomial (2**n overflows a float beyond n = 1023)
+    return min(1.0, 2.0 * float(binom.cdf(min(b, c), n, 0.5)))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ def test_mcnemar_exact_by_hand():
     assert mcnemar_exact(1, 5) == pytest.approx(14 / 64)
     assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(3, 3) == 1.0
     assert mcnemar_exact(10, 0) == pytest.approx(2 / 1024)
+    assert mcnemar_exact(3000, 2900) == pytest.approx(0.1979, abs=1e-3)  # n beyond a float's 2**1023
 
 
 def test_cluster_bootstrap_resamples_subjects_not_questions():
