@@ -59,5 +59,6 @@ def paired_comparison(a: dict[str, bool], b: dict[str, bool], cluster_of: dict[s
     diffs = [float(a[k]) - float(b[k]) for k in keys]
     a_only = sum(1 for k in keys if a[k] and not b[k])
     b_only = sum(1 for k in keys if b[k] and not a[k])
-    low, high = cluster_bootstrap_ci(diffs, [cluster_of.get(k, "") for k in keys], n_resamples, seed)
+    # a question with no cluster is its own (classification examples are independent)
+    low, high = cluster_bootstrap_ci(diffs, [cluster_of.get(k, k) for k in keys], n_resamples, seed)
     return Paired(len(keys), a_only, b_only, sum(diffs) / len(keys), low, high, mcnemar_exact(a_only, b_only))

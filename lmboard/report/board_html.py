@@ -83,9 +83,14 @@ def _scatter(board: Board, score: Column, other: Column, fid: str, x_higher: boo
 
 def figures(board: Board) -> list[dict]:
     out: list[dict | None] = []
-    score = _first(board, lambda c: c.label == "accuracy") or _first(board, lambda c: c.unit in ("frac", "pct"))
     speed = _first(board, lambda c: c.label.startswith("decode tok/s"))
     mem = _first(board, lambda c: c.label == "peak memory MB")
+    timed = {m for (m, k) in board.cells if speed and k == speed.key}
+    # the accuracy column most of the timed models have (else the most common one)
+    scores = [c for c in ordered_columns(board) if c.label == "accuracy"] or [
+        c for c in ordered_columns(board) if c.unit in ("frac", "pct")]
+    score = max(scores, key=lambda c: (sum(1 for (m, k) in board.cells if k == c.key and m in timed),
+                                       sum(1 for (_, k) in board.cells if k == c.key)), default=None)
     if score and speed:
         out.append(_scatter(board, score, speed, "plot-speed", True))
     if score and mem:

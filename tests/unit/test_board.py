@@ -42,6 +42,9 @@ def test_paired_comparison_on_questions_both_answered():
     assert (p.n, p.a_only, p.b_only) == (5, 2, 1)
     assert p.difference == pytest.approx((2 - 1) / 5)
     assert p.p_value == pytest.approx(1.0)  # 2 vs 1 discordant: 2 * P(X <= 1 | n=3) = 2 * 4/8
+    # without clusters each question is its own: the interval has width (it did not once)
+    q = paired_comparison(a, b, {})
+    assert q.low < q.difference < q.high
 
 
 def test_board_rows_columns_and_intervals(tmp_path):
