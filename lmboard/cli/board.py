@@ -37,14 +37,15 @@ def board_cmd(
         raise UsageError(f"--format must be one of {', '.join(FORMATS)} (got {kind!r})")
     if out_file is not None:
         check_out_file(out_file, "--out")
+    store = Store(path)
     if imports:
         from lmboard.report.board_import import import_file
 
         for f in imports:
-            rid, n = import_file(Store(path), f)
+            rid, n = import_file(store, f)
             if not quiet:
                 err.print(f"imported {f}: {n} values (run {rid})", markup=False)
-    board = build(Store(path), split_list(models))
+    board = build(store, split_list(models))
     if not board.models:
         raise UsageError(f"--db {path}: no finished run" + (f" of {models}" if models else "") + " to show")
     if kind is None:
@@ -53,7 +54,7 @@ def board_cmd(
     if kind == "html":
         from lmboard.report.board_html import render
 
-        text = render(board, board.comparisons(), run_samples(Store(path), board), str(path))
+        text = render(board, board.comparisons(), run_samples(store, board), str(path))
     else:
         text = {"csv": to_csv, "md": to_markdown}[kind](board) if kind != "json" else to_json(board, board.comparisons())
     if out_file is None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lmboard.errors import MissingDependency
 from lmboard.report.board_data import Board, Column
-from lmboard.report.board_text import ordered_columns
+from lmboard.report.board_text import board_dict, clean, ordered_columns
 
 CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: blob:; "
        "font-src data:; connect-src 'none'; form-action 'none'; base-uri 'none'")
@@ -23,17 +23,6 @@ def _json(obj: object) -> str:
     s = json.dumps(obj, ensure_ascii=False, default=str, allow_nan=False)
     return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").replace(
         "\u2028", "\\u2028").replace("\u2029", "\\u2029")
-
-
-def _clean(x: object) -> object:
-    """NaN and infinities become null (JSON has neither)."""
-    if isinstance(x, float) and x != x or x in (float("inf"), float("-inf")):
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    return x
 
 
 def plotly_js() -> str:
@@ -116,11 +105,8 @@ def figures(board: Board) -> list[dict]:
 
 def render(board: Board, comparisons: dict, samples: dict[str, list[dict]], source: str) -> str:
     assets = resources.files("lmboard.report").joinpath("assets")
-    data = {"models": [m.__dict__ | {"key": k} for k, m in sorted(board.models.items())],
-            "columns": [c.__dict__ for c in ordered_columns(board)],
-            "cells": [{"model": m, "column": c, **cell.__dict__} for (m, c), cell in board.cells.items()],
-            "runs": board.runs, "comparisons": comparisons, "figures": figures(board)}
-    blocks = "".join(f'<script type="application/json" id="run-{rid}">{_json(_clean(rows))}</script>\n'
+    data = {**board_dict(board, comparisons), "figures": clean(figures(board))}
+    blocks = "".join(f'<script type="application/json" id="run-{rid}">{_json(clean(rows))}</script>\n'
                      for rid, rows in samples.items())
     made = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n'
@@ -132,6 +118,6 @@ def render(board: Board, comparisons: dict, samples: dict[str, list[dict]], sour
             'Intervals: 95%, exams by a cluster bootstrap over subjects (2,000 resamples).</p>\n'
             '<table id="board"></table>\n<h2>Plots</h2><div class="plots" id="plots"></div>\n'
             '<h2>Paired comparisons</h2><div id="compare"></div>\n<div id="drill"></div>\n'
-            f'<script type="application/json" id="board-data">{_json(_clean(data))}</script>\n{blocks}'
+            f'<script type="application/json" id="board-data">{_json(data)}</script>\n{blocks}'
             f'<script type="application/json" id="board-source">{_json(f"{source}, built {made}")}</script>\n'
             f'<script>{assets.joinpath("board.js").read_text(encoding="utf-8")}</script>\n</body></html>\n')

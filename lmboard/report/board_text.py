@@ -69,15 +69,30 @@ def to_csv(board: Board) -> str:
     return buf.getvalue()
 
 
-def to_json(board: Board, comparisons: dict) -> str:
-    doc = {
+def clean(x: object) -> object:
+    """NaN and infinities become null (JSON has neither)."""
+    if isinstance(x, float) and x != x or x in (float("inf"), float("-inf")):
+        return None
+    if isinstance(x, dict):
+        return {k: clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [clean(v) for v in x]
+    return x
+
+
+def board_dict(board: Board, comparisons: dict) -> dict:
+    """The board as plain data: the JSON format and the page's data block."""
+    return clean({
         "models": [m.__dict__ for _, m in sorted(board.models.items())],
         "columns": [c.__dict__ for c in ordered_columns(board)],
         "cells": [{"model": m, "column": c, **cell.__dict__} for (m, c), cell in sorted(board.cells.items())],
         "comparisons": comparisons,
         "runs": board.runs,
-    }
-    return json.dumps(doc, indent=1, ensure_ascii=False, default=str)
+    })
+
+
+def to_json(board: Board, comparisons: dict) -> str:
+    return json.dumps(board_dict(board, comparisons), indent=1, ensure_ascii=False, default=str)
 
 
 def terminal_table(board: Board):
