@@ -81,10 +81,17 @@ def target_logits(lm: LocalLM, h, targets, lse: bool = False):
     import torch
 
     head = lm.model.get_output_embeddings()
-    w = head.weight.float() if lse else head.weight[targets].float()
+    return target_logits_on(lm, head.weight, getattr(head, "bias", None), h, targets, lse)
+
+
+def target_logits_on(lm: LocalLM, weight, bias, h, targets, lse: bool = False):
+    """``target_logits`` with the head's ``weight`` and ``bias`` given (a float32 twin's)."""
+    import torch
+
+    w = weight.float() if lse else weight[targets].float()
     logits = h.float() @ w.T
-    if getattr(head, "bias", None) is not None:
-        logits = logits + (head.bias if lse else head.bias[targets]).float()
+    if bias is not None:
+        logits = logits + (bias if lse else bias[targets]).float()
     logits = _softcap(lm, logits)
     if lse:
         logits = torch.cat([logits[:, targets], torch.logsumexp(logits, dim=-1, keepdim=True)], dim=-1)
@@ -111,9 +118,9 @@ class HFRunner:
     def __init__(self, lm: LocalLM):
         self.lm = lm
 
-    def prefixes(self, reqs, exact: bool = False) -> list[KV]:
-        """The transformers cache takes one prefix per forward; ``exact`` does not apply
-        (this runner has no float32 twin: its caches are in the model's dtype)."""
+    def prefixes(self, reqs) -> list[KV]:
+        """The transformers cache takes one prefix per forward (in the model's dtype:
+        this runner has no float32 twin)."""
         return [prefix_kv(self.lm, ids) if base is None else extend_kv(self.lm, slice_kv(base, n), n, ids)
                 for base, n, ids in reqs]
 

@@ -76,60 +76,72 @@ class _Layer:
 
 
 class PackedModel:
-    def __init__(self, model):
+    """A decoder's weights laid out for the packed forward.
+
+    ``originals``: float32 tensors by parameter name (``LocalLM.exact_weights``); given,
+    this is the model's float32 twin, built on them (the float32 recheck runs the
+    float32 model, not float32 arithmetic on rounded weights). ``dtype`` forces the
+    compute dtype (float32 for a twin without originals: its weights upcast at use)."""
+
+    def __init__(self, model, originals: Any = None, dtype: Any = None):
         import torch
 
         cfg = text_config(model)
         dec = model.get_decoder()
-        self.embed = dec.embed_tokens
+        names = {id(p): n for n, p in model.named_parameters()}
+
+        def get(param):
+            t = param.detach()
+            return originals[names[id(param)]] if originals is not None and id(param) in names else t
+
         self.rotary = dec.rotary_emb
-        self.norm_w = dec.norm.weight.detach().float()
+        self.embed_w = get(dec.embed_tokens.weight)
+        head = model.get_output_embeddings()
+        self.head_w, self.head_b = get(head.weight), (get(head.bias) if getattr(head, "bias", None) is not None else None)
+        self.norm_w = get(dec.norm.weight).float()
         self.eps = float(getattr(dec.norm, "variance_epsilon", getattr(cfg, "rms_norm_eps", 1e-6)))
         self.heads = cfg.num_attention_heads
         self.kv_heads = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.inter = cfg.intermediate_size
-        self.dtype = dec.embed_tokens.weight.dtype
+        self.dtype = dtype or (torch.float32 if originals is not None else dec.embed_tokens.weight.dtype)
+        # The model's own weights: q/k/v and gate/up fused, the modules' weights becoming
+        # views (no copy); a twin's: fused copies of the originals.
+        fuse = (lambda mods, attr: _fuse(mods, attr)) if originals is None else (
+            lambda mods, attr: torch.cat([get(getattr(m, attr)) for m in mods]))
         self.layers = []
         with torch.no_grad():
             for layer in dec.layers:
                 a, m = layer.self_attn, layer.mlp
                 self.layers.append(_Layer(
-                    ln1=layer.input_layernorm.weight.detach().float(),
-                    qkv=_fuse([a.q_proj, a.k_proj, a.v_proj], "weight"),
-                    qkv_b=_fuse([a.q_proj, a.k_proj, a.v_proj], "bias") if a.q_proj.bias is not None else None,
-                    o=a.o_proj.weight.detach(), o_b=_opt(a.o_proj.bias),
-                    ln2=layer.post_attention_layernorm.weight.detach().float(),
-                    gu=_fuse([m.gate_proj, m.up_proj], "weight"), down=m.down_proj.weight.detach(),
+                    ln1=get(layer.input_layernorm.weight).float(),
+                    qkv=fuse([a.q_proj, a.k_proj, a.v_proj], "weight"),
+                    qkv_b=fuse([a.q_proj, a.k_proj, a.v_proj], "bias") if a.q_proj.bias is not None else None,
+                    o=get(a.o_proj.weight), o_b=_opt(a.o_proj.bias, get),
+                    ln2=get(layer.post_attention_layernorm.weight).float(),
+                    gu=fuse([m.gate_proj, m.up_proj], "weight"), down=get(m.down_proj.weight),
                 ))
 
-    def _float32_weights(self) -> dict | None:
-        """Float32 copies of the matrices, made once, when they fit in 2 GB (else each
-        exact forward upcasts them layer by layer)."""
-        if not hasattr(self, "_f32"):
-            mats = [t for L in self.layers for t in (L.qkv, L.qkv_b, L.o, L.o_b, L.gu, L.down) if t is not None]
-            self._f32 = {id(t): t.float() for t in mats} if sum(t.numel() for t in mats) * 4 < 2 << 30 else None
-        return self._f32
+    def embed(self, ids):
+        import torch.nn.functional as F
+
+        return F.embedding(ids, self.embed_w)
 
     def _norm(self, x, w):
-        import torch
+        import torch.nn.functional as F
 
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * w
+        return F.rms_norm(x, (x.shape[-1],), w, self.eps)
 
-    def forward(self, segs: Sequence[Segment], keep: str = "last", kv_out: bool = False, exact: bool = False):
+    def forward(self, segs: Sequence[Segment], keep: str = "last", kv_out: bool = False):
         """Final-normed hidden states (float32) at each segment's last token
         (``keep="last"``, one row per segment) or at all tokens (``"all"``, segment after
-        segment), and, with ``kv_out``, each segment's own PrefixKV. ``exact`` computes
-        in float32 throughout (weights upcast layer by layer; prefixes must be exact too)."""
+        segment), and, with ``kv_out``, each segment's own PrefixKV (float32)."""
         import torch
 
-        cdt = torch.float32 if exact else self.dtype
-        f32 = self._float32_weights() if exact and cdt != self.dtype else None
+        cdt = self.dtype
 
-        def wt(t):
-            if t is None or t.dtype == cdt:
-                return t
-            return f32[id(t)] if f32 is not None else t.to(cdt)
+        def wt(t):  # a twin without originals computes in float32 on upcast weights
+            return t if t is None or t.dtype == cdt else t.to(cdt)
 
         geo = _Geometry(segs, self.norm_w.device, self.rotary)
         x = self.embed(geo.ids).float()
@@ -276,8 +288,8 @@ def _rotate_half(x):
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def _opt(t):
-    return None if t is None else t.detach()
+def _opt(t, get=None):
+    return None if t is None else (get(t) if get is not None else t.detach())
 
 
 def _fuse(linears, attr: str):
@@ -328,27 +340,54 @@ class PackedRunner:
 
     one_prefix_per_batch = False
 
-    def __init__(self, lm: LocalLM, pm: PackedModel, exact: bool = False):
-        self.lm, self.pm, self.exact = lm, pm, exact
+    def __init__(self, lm: LocalLM, pm: PackedModel):
+        self.lm, self.pm = lm, pm
 
     def exact_twin(self) -> PackedRunner | None:
-        """The same forward in float32, for close calls; None when it would be this one."""
-        import torch
+        """The float32 model's runner, for close calls: on the checkpoint's float32
+        originals where the backend kept them (``LocalLM.exact_weights``), else on this
+        model's weights upcast (exact when the checkpoint is stored in this dtype)."""
+        return None if self.pm.dtype == torch_float32() else PackedRunner(self.lm, float32_twin(self.lm, self.pm))
 
-        return None if self.exact or self.pm.dtype == torch.float32 else PackedRunner(self.lm, self.pm, exact=True)
-
-    def prefixes(self, reqs: Sequence[tuple[PrefixKV | None, int, Sequence[int]]], exact: bool = False) -> list[PrefixKV]:
+    def prefixes(self, reqs: Sequence[tuple[PrefixKV | None, int, Sequence[int]]]) -> list[PrefixKV]:
         """Several prefix caches in one packed forward: (cache grown from, its tokens kept, new ids)."""
         starts = [base.sliced(n) if base is not None else None for base, n, _ in reqs]
         news = self.pm.forward([Segment(list(ids), st) for (_, _, ids), st in zip(reqs, starts, strict=True)],
-                               kv_out=True, exact=exact or self.exact)[1]
+                               kv_out=True)[1]
         return [st.extended(new) if st is not None else new for st, new in zip(starts, news, strict=True)]
 
     def sliced(self, cache: PrefixKV, n: int) -> PrefixKV:
         return cache.sliced(n)
 
     def score(self, segs: Sequence[tuple[PrefixKV | None, list[int]]], targets, lse: bool = False):
-        from lmboard.engine.kv import target_logits
+        from lmboard.engine.kv import target_logits_on
 
-        h, _ = self.pm.forward([Segment(ids, pre) for pre, ids in segs], exact=self.exact)
-        return target_logits(self.lm, h, targets, lse)
+        h, _ = self.pm.forward([Segment(ids, pre) for pre, ids in segs])
+        return target_logits_on(self.lm, self.pm.head_w, self.pm.head_b, h, targets, lse)
+
+
+def torch_float32():
+    import torch
+
+    return torch.float32
+
+
+_TWINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # PackedModel -> its float32 twin
+
+
+def float32_twin(lm: LocalLM, pm: PackedModel) -> PackedModel:
+    """The float32 model beside ``pm``, built once: on ``lm.exact_weights`` where the
+    backend kept them; else the same weights upcast once (when they fit in 2 GB) or at
+    each use."""
+    if pm not in _TWINS:
+        import torch
+
+        originals = getattr(lm, "exact_weights", None)
+        if originals is None and _weight_bytes(pm) * 2 < 2 << 30:
+            originals = {n: p.detach().float() for n, p in lm.model.named_parameters() if p.is_floating_point()}
+        _TWINS[pm] = PackedModel(lm.model, originals, dtype=torch.float32)
+    return _TWINS[pm]
+
+
+def _weight_bytes(pm: PackedModel) -> int:
+    return sum(t.numel() * t.element_size() for L in pm.layers for t in (L.qkv, L.o, L.gu, L.down))

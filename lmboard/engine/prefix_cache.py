@@ -17,9 +17,9 @@ from lmboard.engine.stats import Budget, EngineStats
 
 
 class PrefixCaches:
-    def __init__(self, plan: Plan, runner: Runner, exact: bool, budget: Budget, stats: EngineStats,
+    def __init__(self, plan: Plan, runner: Runner, budget: Budget, stats: EngineStats,
                  oom_guard: Callable[[int], None] | None = None):
-        self.plan, self.runner, self.exact = plan, runner, exact
+        self.plan, self.runner = plan, runner
         self.budget, self.stats, self.oom_guard = budget, stats, oom_guard
         self.held: dict[int, Cache] = {}
 
@@ -48,7 +48,7 @@ class PrefixCaches:
             self.oom_guard(sum(map(p.fresh, chunk)))
         reqs = [(self.held[p.base[c]] if p.base[c] is not None else None, p.reuse[c], p.groups[c].shared[p.reuse[c]:])
                 for c in chunk]
-        for c, kv in zip(chunk, self.runner.prefixes(reqs, self.exact), strict=True):
+        for c, kv in zip(chunk, self.runner.prefixes(reqs), strict=True):
             self.held[c] = kv
             self.stats.tokens_run += p.fresh(c)
             self.stats.prefix_tokens_reused -= p.fresh(c)

@@ -21,8 +21,8 @@ PrefixRequest = tuple[Cache | None, int, Sequence[int]]
 class Runner(Protocol):
     one_prefix_per_batch: bool  # True: every row of a batch runs on the same prefix cache
 
-    def prefixes(self, reqs: Sequence[PrefixRequest], exact: bool) -> list[Cache]:
-        """The caches of several prefixes; ``exact``: computed in float32 (for a float32 recheck)."""
+    def prefixes(self, reqs: Sequence[PrefixRequest]) -> list[Cache]:
+        """The caches of several prefixes (a twin's serve its model too: float32 keys and values)."""
         ...
 
     def sliced(self, cache: Cache, n: int) -> Cache:
@@ -34,7 +34,7 @@ class Runner(Protocol):
         ...
 
     def exact_twin(self) -> Runner | None:
-        """The same forward in float32 for rechecking close calls; None when there is none."""
+        """The float32 model's forward for rechecking close calls; None when there is none."""
         ...
 
 

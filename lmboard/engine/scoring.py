@@ -85,8 +85,8 @@ class _Run:
         self.plan = make_plan(lm.encode, items, s.prefix_reuse, self.budget.tokens, self.runner.one_prefix_per_batch)
         s.boundary_trimmed, s.fallbacks = self.plan.counts.boundary_trimmed, self.plan.counts.fallbacks
         s.prefix_groups = sum(1 for g in self.plan.groups if g.shared)
-        # with a recheck, prefixes are computed once in float32 and serve both passes
-        self.caches = PrefixCaches(self.plan, self.runner, checker is not None, self.budget, s, hooks.oom_guard)
+        # with a recheck, prefixes are computed once by the float32 model and serve both passes
+        self.caches = PrefixCaches(self.plan, checker or self.runner, self.budget, s, hooks.oom_guard)
         self.recheck = (Recheck(checker, engine.recheck_margin, self.plan, self.caches, self.targets, self.budget,
                                 s, self.emit) if checker else None)
         self.hooks, self.lse = hooks, lse

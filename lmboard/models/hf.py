@@ -112,9 +112,18 @@ class HFModel:
         # transformers warns that packed GGUF weights prefer float32 even when it has
         # unpacked them (no kernel): the weights are plain tensors of our dtype.
         transformers.utils.logging.set_verbosity_error()
-        self.tokenizer, self.model, self.gguf_cache = self._load(o, getattr(torch, self.dtype_name))
+        # A reduced dtype rounds weights stored wider (a GGUF file's dequantized blocks, a
+        # float32 checkpoint): the model then loads in float32 and keeps those originals
+        # for the scoring engine's float32 recheck (exact_weights), so that a rechecked
+        # answer is the float32 model's, not float32 arithmetic on rounded weights.
+        keep = self._keeps_float32(o, where := _locate(spec))
+        self.tokenizer, self.model, self.gguf_cache = self._load(o, torch.float32 if keep else getattr(torch, self.dtype_name))
         if o.adapter:
             self._apply_adapter(o.adapter)
+        self.exact_weights: dict[str, Any] | None = None
+        self.exact_source = "float32 weights" if self.dtype_name == "float32" else _upcast_note(where)
+        if keep:
+            self.exact_weights, self.exact_source = _float32_originals(self.model, getattr(torch, self.dtype_name))
         if o.device_map is None and o.load_in is None:
             self.model.to(self.device_name)
         self.model.eval()
@@ -128,6 +137,16 @@ class HFModel:
             "transformers": transformers.__version__,
             "python": platform.python_version(),
         }
+
+    def _keeps_float32(self, o: HFOptions, where: tuple[str, str | None]) -> bool:
+        """Whether to load in float32 and keep the originals: a reduced dtype on a CPU over
+        weights stored wider, when a float32 copy fits in a quarter of the free memory."""
+        if self.dtype_name == "float32" or self.device_name != "cpu" or o.device_map or o.load_in:
+            return False
+        stored = _stored_dtype(*where)
+        if stored == self.dtype_name:
+            return False  # upcasting the loaded weights gives the originals exactly
+        return _fits_float32(*where)
 
     def _load(self, o: HFOptions, dtype) -> tuple[Any, Any, str | None]:
         """(tokenizer, model, the GGUF unpack cache folder or None)."""
@@ -144,7 +163,8 @@ class HFModel:
             model_kwargs["device_map"] = o.device_map
         if o.load_in:
             model_kwargs["quantization_config"] = _bitsandbytes(o.load_in)
-        cached = gguf_cache_dir(where, gguf, self.dtype_name) if gguf and not o.load_in else None
+        dtype_name = str(dtype).removeprefix("torch.")
+        cached = gguf_cache_dir(where, gguf, dtype_name) if gguf and not o.load_in else None
         gguf_cache = None
         if cached is not None and (cached / "complete").is_file():
             # A GGUF unpacked before: the same tensors, saved as safetensors in our dtype.
@@ -230,6 +250,7 @@ class HFModel:
             "context_length": self.max_length,
             "gguf_cache": self.gguf_cache,
             "attention": self.model.config._attn_implementation,
+            "float32_recheck_on": self.exact_source,
             "threads": torch.get_num_threads(),
             "versions": self.versions,
         }
@@ -240,6 +261,67 @@ class HFModel:
                 f"model {self.spec.display_name} has no chat template: pass --raw to send plain text"
             )
         return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+
+def _stored_dtype(where: str, gguf: str | None) -> str | None:
+    """The dtype the checkpoint's floating weights are stored in, where it can be read
+    cheaply: a GGUF file dequantizes to float32; safetensors headers name theirs; a
+    config's dtype otherwise. None: unknown (treated as wider than any reduced dtype)."""
+    import json
+
+    if gguf:
+        return "float32"
+    folder = Path(where)
+    names = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+    for f in sorted(folder.glob("*.safetensors"))[:1]:
+        try:
+            with open(f, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(n))
+        except (OSError, ValueError):
+            return None
+        kinds = {v.get("dtype") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+        floats = [names[k] for k in kinds if k in names]
+        return floats[0] if len(floats) == 1 else None
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return cfg.get("dtype") or cfg.get("torch_dtype")
+
+
+def _fits_float32(where: str, gguf: str | None) -> bool:
+    """A float32 copy of the weights (estimated from the files' size) within a quarter of free memory."""
+    folder = Path(where)
+    if gguf:
+        size = (folder / gguf).stat().st_size * 8  # at most ~4.5 bits a weight in the file, 32 loaded
+    else:
+        files = list(folder.glob("*.safetensors")) + list(folder.glob("*.bin"))
+        if not files:
+            return False  # a hub id: its size is unknown here; do not double its memory
+        size = sum(f.stat().st_size for f in files) * 2
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return False
+    return size < free // 4
+
+
+def _float32_originals(model: Any, dtype: Any) -> tuple[dict[str, Any], str]:
+    """Keep the float32 parameters by name, then cast the parameters (not the buffers:
+    rotary frequencies stay float32, as transformers keeps them) to ``dtype``."""
+    exact = {n: p.detach() for n, p in model.named_parameters() if p.is_floating_point()}
+    for p in model.parameters():
+        if p.is_floating_point():
+            p.data = p.data.to(dtype)
+    return exact, "float32 originals of the checkpoint's weights"
+
+
+def _upcast_note(where: tuple[str, str | None]) -> str:
+    stored = _stored_dtype(*where)
+    if stored in ("bfloat16", "float16"):
+        return f"weights upcast from the checkpoint's {stored} (exact)"
+    return "weights upcast from the loaded dtype (a float32 copy did not fit: not the checkpoint's float32)"
 
 
 def _bitsandbytes(load_in: str):

@@ -152,8 +152,8 @@ def test_prefixes_run_packed_together_and_back_off(tiny_sp, monkeypatch):
 
     calls = []
     for runner in (kv.HFRunner, packed.PackedRunner):
-        monkeypatch.setattr(runner, "prefixes", lambda self, reqs, exact=False, orig=runner.prefixes:
-                            (calls.append(len(reqs)), orig(self, reqs, exact))[1])
+        monkeypatch.setattr(runner, "prefixes", lambda self, reqs, orig=runner.prefixes:
+                            (calls.append(len(reqs)), orig(self, reqs))[1])
     tok = tiny_sp.tokenizer
     texts = [f"Review {i}: the room was {'clean' if i % 2 else 'noisy'} and the staff " + "very " * (i % 5) + "kind."
              for i in range(12)]
