@@ -78,7 +78,6 @@ def target_logits(lm: LocalLM, h, targets, lse: bool = False):
     flip close answers; the few target rows of the head cost nothing in float32.
     ``lse``: one more column, the log-sum-exp over the whole vocabulary (so that a
     target's log-probability is its logit minus it), from the full head in float32."""
-    import torch
 
     head = lm.model.get_output_embeddings()
     return target_logits_on(lm, head.weight, getattr(head, "bias", None), h, targets, lse)
