@@ -196,7 +196,7 @@ def main() -> None:
                 print(f"matmul peak here: {dtype} {peaks[dtype] / 1e9:.0f} GFLOP/s")
             peak = peaks[dtype]
             print(f"lmboard achieved {fl / 1e9:.0f} GFLOP/s = {fl / peak:.0%} of the {dtype} matmul peak"
-                  f" (engine: {json.dumps({k: acc['provenance']['engine'][k] for k in ('forward', 'tokens_run', 'padded_tokens', 'prefix_tokens_reused', 'batches', 'batch_tokens', 'boundary_trimmed', 'fallbacks', 'rechecked')})})")
+                  f" (engine: {json.dumps({k: acc['provenance']['engine'][k] for k in ('forward', 'tokens_run', 'padded_tokens', 'prefix_tokens_reused', 'batches', 'batch_tokens', 'boundary_trimmed', 'fallbacks', 'rechecked', 'calibration', 'recheck_bound', 'recheck_margin')})})")
             if args.fp32_check:
                 acc32, s32, w32 = run_lmboard(tmp, subjects, shots, args.limit, ["--dtype", "float32"])
                 a32, _, _ = compare(subjects, le, s32, None)

@@ -115,6 +115,19 @@ def parse_budget(text: str) -> int | None:
     return n
 
 
+def parse_margin(text: str) -> float | None:
+    """--recheck-margin: auto (None: calibrated in the run), or a number >= 0 (0: off)."""
+    if text == "auto":
+        return None
+    try:
+        m = float(text)
+    except ValueError:
+        m = -1.0
+    if not m >= 0:
+        raise UsageError(f"--recheck-margin must be auto or a number >= 0 (got {text!r})")
+    return m
+
+
 def split_list(text: str | None) -> tuple[str, ...]:
     return tuple(s.strip() for s in (text or "").split(",") if s.strip())
 

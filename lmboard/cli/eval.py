@@ -19,6 +19,7 @@ from lmboard.cli.common import (
     out,
     parse_budget,
     parse_labels,
+    parse_margin,
     progress_bar,
     split_list,
 )
@@ -85,15 +86,15 @@ def eval_cmd(
     prefix_reuse: bool = typer.Option(True, help="Compute each shared few-shot prefix once", rich_help_panel=ENGINE),
     packed: bool = typer.Option(True, help="Packed forward for Llama-family models on CPU (off: transformers')",
                                 rich_help_panel=ENGINE),
-    recheck_margin: float = typer.Option(0.05, help="bf16/fp16: rescore in float32 answers whose top two logits "
-                                         "are closer (0: off)", rich_help_panel=ENGINE),
+    recheck_margin: str = typer.Option("auto", help="bf16/fp16: rescore on the float32 model answers whose top two "
+                                       "logits are closer than this: auto (twice the largest bf16 error measured "
+                                       "in the run), a number, or 0 (off)", rich_help_panel=ENGINE),
 ) -> None:
     """Score a model on an exam (MMLU, CMMLU, C-Eval), a classification task or a routed benchmark (ShopBench)."""
     kind = getattr(TASKS.get(task), "kind", "exam")
     spec = model_spec(model, dtype)
     check_positive(threads, "--threads")
-    check_positive(recheck_margin, "--recheck-margin", 0)
-    engine = EngineSettings(parse_budget(batch_tokens), prefix_reuse, packed, recheck_margin)
+    engine = EngineSettings(parse_budget(batch_tokens), prefix_reuse, packed, parse_margin(recheck_margin))
     common = {"out_dir": out_dir, "db": db, "quiet": quiet, "threads": threads}
     exam_only = {"--subjects": subjects, "--limit": limit, "--max-length": max_length, "--chat": chat or None}
     cls_only = {"--labels": labels, "--template": template, "--train": train, "--split": split, "--test-size": test_size}

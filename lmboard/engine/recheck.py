@@ -1,17 +1,32 @@
-"""The float32 recheck of close calls, a resumable stage of its own.
+"""The float32 recheck: reduced-precision answers made float32's, a resumable stage.
 
-In reduced precision, an item whose two best target logits are closer than the margin
-is a close call. It is handed on at once as provisional (the caller stores it as
-pending, so a kill loses nothing), and rescored in float32 with the other close calls
-of its group of ``GROUP`` consecutive batches once the group's last batch has run; its
-float32 row is then handed on as final. Groups are fixed by the plan, and a resumed run
-queues the close calls it finds stored as pending into the same groups, so it rechecks
-exactly the forwards an uninterrupted run would have.
+In bfloat16 every letter logit is off from the float32 model's by a little. For a
+question with bfloat16 logits b and float32 logits f, its *gap error* is
+``max_j (b_j - f_j) - min_j (b_j - f_j)``: the most by which bfloat16 can misstate the
+difference of any two letters. The float32 answer can differ from bfloat16's only if
+bfloat16's top-two gap is at most that error. So a question is a *close call*, and is
+rescored on the float32 model, when its bfloat16 gap is below the margin
+
+    margin = SAFETY x (the largest gap error measured so far in the run),
+
+measured on *calibration* questions (a fixed share of the plan's questions, rescored
+whatever their gap) and on every close call rechecked before. Rows are decided in
+groups of ``GROUP`` consecutive batches: each row is handed on as provisional when its
+batch runs (the caller stores it as pending, so a kill loses nothing); when the group's
+last batch has run, its calibration questions are rescored, the margin updated, its
+close calls rescored, and every row handed on as final (rescored rows with their
+float32 logits, their bfloat16 logits and their gap error). A fixed margin
+(``EngineSettings.recheck_margin``) skips the calibration.
+
+Deterministic and resumable: groups and calibration questions are fixed by the plan;
+a resumed run takes the stored rows' bfloat16 logits and gap errors (``ScoreHooks``)
+and makes exactly the decisions an uninterrupted run would have.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from lmboard.engine.plan import Plan, pack_segments
@@ -20,42 +35,82 @@ from lmboard.engine.runner import Runner
 from lmboard.engine.stats import Budget, EngineStats
 from lmboard.faults import fault
 
-GROUP = 8  # batches whose close calls are rechecked together
+GROUP = 8  # batches decided (and rechecked) together
+SAFETY = 2.0  # the margin is this many times the largest gap error measured
+CAL_EVERY = 32  # one question in this many is a calibration question...
+CAL_FIRST = 16  # ...and the first group has at least this many
+
+
+def gap_error(b: list[float], f: list[float]) -> float:
+    d = [x - y for x, y in zip(b, f, strict=True)]
+    return max(d) - min(d)
+
+
+def top_gap(row: list[float]) -> float:
+    a, b = sorted(row)[-2:]
+    return b - a
+
+
+@dataclass
+class Decided:
+    """What the recheck hands on for one group: final rows, and for the rescored ones
+    their bfloat16 row and gap error (key -> (bf16 logits, gap error, calibration?))."""
+
+    idx: list[int]
+    logits: list[list[float]]
+    checked: dict[str, tuple[list[float], float, bool]]
 
 
 class Recheck:
-    def __init__(self, checker: Runner, margin: float, plan: Plan, caches: PrefixCaches, targets: Any,
-                 budget: Budget, stats: EngineStats, emit: Callable[[list[int], Any], None]):
-        self.checker, self.margin, self.plan, self.caches = checker, margin, plan, caches
-        self.targets, self.budget, self.stats, self.emit = targets, budget, stats, emit
-        self.pending: dict[int, list[int]] = {}  # group -> segment indices of its close calls
+    def __init__(self, checker: Runner, margin: float | None, plan: Plan, caches: PrefixCaches, targets: Any,
+                 budget: Budget, stats: EngineStats, emit: Callable[[Decided], None],
+                 stored: Callable[[str], tuple[list[float] | None, float | None]]):
+        self.checker, self.fixed, self.plan, self.caches = checker, margin, plan, caches
+        self.targets, self.budget, self.stats, self.emit, self.stored = targets, budget, stats, emit, stored
+        self.rows: dict[int, list[float]] = {}  # segment -> its reduced-precision row, awaiting its group
+        self.bound = 0.0  # the largest gap error measured so far
+        self.cal = set() if margin is not None else calibration(plan)
+        stats.calibration = len(self.cal)
 
-    def close_rows(self, bi: int, idx: list[int], logits: Any) -> list[int]:
-        """The rows of this batch that are close calls; they are queued for the recheck."""
-        top2 = logits.topk(2, dim=-1).values
-        rows = [r for r in range(len(idx)) if float(top2[r, 0] - top2[r, 1]) < self.margin]
-        self.pending.setdefault(bi // GROUP, []).extend(idx[r] for r in rows)
-        return rows
-
-    def add_stored(self, bi: int, idx: list[int]) -> None:
-        """Close calls a killed run stored as pending (found by a resumed run)."""
-        if idx:
-            self.pending.setdefault(bi // GROUP, []).extend(idx)
+    def provisional(self, idx: list[int], logits: Any) -> None:
+        for r, i in enumerate(idx):
+            self.rows[i] = logits[r].tolist()
 
     def waiting(self) -> set[int]:
-        """The caches the queued close calls still need."""
+        """The caches the group's undecided rows still need."""
         segs = self.plan.segs
-        return {segs[i].ref[0] for idx in self.pending.values() for i in idx if segs[i].ref is not None}
+        return {segs[i].ref[0] for i in self.rows if segs[i].ref is not None}
 
     def after_batch(self, bi: int) -> None:
-        """Recheck every group whose last batch has now run."""
-        last = bi == len(self.plan.batches) - 1
-        for g in sorted(self.pending):
-            if last or g < (bi + 1) // GROUP:
-                self._recheck(sorted(self.pending.pop(g)))
+        if (bi + 1) % GROUP == 0 or bi == len(self.plan.batches) - 1:
+            self._decide([i for b in self.plan.batches[bi - bi % GROUP: bi + 1] for i in b])
 
-    def _recheck(self, idx: list[int]) -> None:
+    def _decide(self, group: list[int]) -> None:
+        """Calibrate, then rescore the close calls, of one group; hand every row on as final."""
+        keys = [self.plan.segs[i].item.key for i in group]
+        known = {i: self.stored(k) for i, k in zip(group, keys, strict=True)}
+        for i, (row, _) in known.items():  # a resumed run's pending rows
+            if row is not None and i not in self.rows:
+                self.rows[i] = row
+        errors = [e for _, e in known.values() if e is not None]  # rows rescored before a kill
+        todo = [i for i in group if i in self.rows]  # rows not final yet
+        cal = [i for i in todo if i in self.cal]
+        cal_err = self._rescore(cal, calibrating=True)
+        margin = self.fixed if self.fixed is not None else SAFETY * max(
+            [self.bound, *cal_err, *(known[i][1] for i in group if i in self.cal and known[i][1] is not None)])
+        close = [i for i in todo if i not in self.cal and top_gap(self.rows[i]) < margin]
+        close_err = self._rescore(close, calibrating=False)
+        rest = [i for i in todo if i in self.rows]
+        if rest:
+            self.emit(Decided(rest, [self.rows.pop(i) for i in rest], {}))
+        self.bound = max([self.bound, *errors, *cal_err, *close_err])
+        self.stats.recheck_bound = self.bound
+        self.stats.recheck_margin = margin
+
+    def _rescore(self, idx: list[int], calibrating: bool) -> list[float]:
+        """Float32 rows of ``idx``, handed on as final; their gap errors."""
         segs = self.plan.segs
+        errs: list[float] = []
         for chunk in pack_segments([segs[i] for i in idx], self.budget.tokens, False):
             sub = [idx[c] for c in chunk]
             views = self.caches.views(sub)
@@ -64,4 +119,20 @@ class Recheck:
             self.stats.rechecked += len(sub)
             self.stats.tokens_run += sum(len(segs[i].ids) for i in sub)
             fault("recheck")
-            self.emit(sub, exact)
+            rows = [exact[r].tolist() for r in range(len(sub))]
+            checked = {}
+            for i, f in zip(sub, rows, strict=True):
+                b = self.rows.pop(i)
+                errs.append(gap_error(b, f))
+                checked[segs[i].item.key] = (b, errs[-1], calibrating)
+            self.emit(Decided(sub, rows, checked))
+        return errs
+
+
+def calibration(plan: Plan) -> set[int]:
+    """The calibration questions: in plan order, one in CAL_EVERY, and at least
+    CAL_FIRST evenly spaced in the first group of batches."""
+    order = [i for b in plan.batches for i in b]
+    first = sum(len(b) for b in plan.batches[:GROUP])
+    step = max(1, min(CAL_EVERY, first // CAL_FIRST))
+    return {order[j] for j in range(0, first, step)} | {order[j] for j in range(first, len(order), CAL_EVERY)}

@@ -25,7 +25,7 @@ from lmboard.engine.arch import has_sliding_window, text_config
 from lmboard.engine.batching import auto_budget, run_with_backoff
 from lmboard.engine.plan import ScoreItem, make_plan
 from lmboard.engine.prefix_cache import PrefixCaches
-from lmboard.engine.recheck import Recheck
+from lmboard.engine.recheck import Decided, Recheck
 from lmboard.engine.runner import make_runner
 from lmboard.engine.stats import Budget, EngineStats
 from lmboard.faults import fault
@@ -43,8 +43,9 @@ class EngineSettings:
     prefix_reuse: bool = True
     packed: bool = True  # the packed forward where the model allows it (engine/packed.py)
     # In bfloat16, answers whose two best letters are closer than this (in logits) are
-    # scored again in float32: bfloat16 moves letter logits by up to ~0.1 on SmolLM2.
-    recheck_margin: float = 0.05
+    # scored again on the float32 model. None: calibrated in the run (engine/recheck.py:
+    # twice the largest bfloat16-vs-float32 gap error measured); 0: no recheck.
+    recheck_margin: float | None = None
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,12 @@ class ScoreHooks:
     """The caller's side of a run: what to skip, where results go, progress, test limits."""
 
     skip: Callable[[str], bool] = lambda key: False  # stored (final or pending): batches of only these do not run
-    pending: Callable[[str], bool] = lambda key: False  # stored as provisional: only its float32 recheck is left
+    # what a killed run stored of a key: (its provisional row if pending, its gap error if rescored)
+    stored: Callable[[str], tuple[list[float] | None, float | None]] = lambda key: (None, None)
     on_batch: Callable[[Rows], None] | None = None  # final rows, as soon as they are
-    on_provisional: Callable[[Rows], None] | None = None  # close calls before their recheck (store them as pending)
+    on_provisional: Callable[[Rows], None] | None = None  # rows awaiting their group's recheck (store as pending)
+    # rescored rows, just before they are handed on as final: key -> (bf16 row, gap error, calibration?)
+    on_checked: Callable[[dict[str, tuple[list[float], float, bool]]], None] | None = None
     progress: Callable[[int], None] | None = None
     oom_guard: Callable[[int], None] | None = None  # tests inject a memory limit (tokens -> raise)
 
@@ -80,19 +84,27 @@ class _Run:
         self.targets = torch.tensor(list(target_ids), device=lm.device)
         self.runner, s.forward, note = make_runner(lm, engine.packed)
         s.notes += [note] if note else []
-        checker = self.runner.exact_twin() if engine.recheck_margin > 0 and len(target_ids) > 1 and not lse else None
+        wanted = engine.recheck_margin is None or engine.recheck_margin > 0
+        checker = self.runner.exact_twin() if wanted and len(target_ids) > 1 and not lse else None
         s.recheck_margin = engine.recheck_margin if checker else 0.0
+        s.recheck = "calibrated" if checker and engine.recheck_margin is None else "fixed" if checker else "off"
         self.plan = make_plan(lm.encode, items, s.prefix_reuse, self.budget.tokens, self.runner.one_prefix_per_batch)
         s.boundary_trimmed, s.fallbacks = self.plan.counts.boundary_trimmed, self.plan.counts.fallbacks
         s.prefix_groups = sum(1 for g in self.plan.groups if g.shared)
         # with a recheck, prefixes are computed once by the float32 model and serve both passes
         self.caches = PrefixCaches(self.plan, checker or self.runner, self.budget, s, hooks.oom_guard)
         self.recheck = (Recheck(checker, engine.recheck_margin, self.plan, self.caches, self.targets, self.budget,
-                                s, self.emit) if checker else None)
+                                s, self.decided, hooks.stored) if checker else None)
         self.hooks, self.lse = hooks, lse
 
     def emit(self, idx: list[int], logits: Any) -> None:
         self._hand_on(idx, logits, range(len(idx)), self.hooks.on_batch)
+
+    def decided(self, d: Decided) -> None:
+        if d.checked and self.hooks.on_checked:
+            self.hooks.on_checked(d.checked)
+        if self.hooks.on_batch is not None and d.idx:
+            self.hooks.on_batch([(self.plan.segs[i].item.key, row) for i, row in zip(d.idx, d.logits, strict=True)])
 
     def _hand_on(self, idx: list[int], logits: Any, rows, to: Callable[[Rows], None] | None) -> None:
         if to is not None and rows:
@@ -114,20 +126,16 @@ class _Run:
         fault("engine.batch")
         if self.recheck is None:
             self.emit(idx, logits)
-        else:  # close calls are handed on as provisional now, and as final after their recheck
-            close = self.recheck.close_rows(bi, idx, logits)
-            closed = set(close)
-            self._hand_on(idx, logits, [r for r in range(len(idx)) if r not in closed], self.hooks.on_batch)
-            self._hand_on(idx, logits, close, self.hooks.on_provisional)
+        else:  # provisional now; final when the group's recheck has decided
+            self.recheck.provisional(idx, logits)
+            self._hand_on(idx, logits, range(len(idx)), self.hooks.on_provisional)
         if self.hooks.progress:
             self.hooks.progress(len(idx))
 
     def batch(self, bi: int, batch: list[int]) -> None:
         keys = [self.plan.segs[i].item.key for i in batch]
         rc = self.recheck
-        if all(map(self.hooks.skip, keys)):  # stored by an earlier run: at most its recheck is left
-            if rc is not None:
-                rc.add_stored(bi, [i for i, k in zip(batch, keys, strict=True) if self.hooks.pending(k)])
+        if all(map(self.hooks.skip, keys)):  # stored by an earlier run: at most its group's recheck is left
             if self.hooks.progress:
                 self.hooks.progress(len(batch))
         else:
@@ -145,7 +153,7 @@ def score_last(lm: LocalLM, items: Sequence[ScoreItem], target_ids: Sequence[int
 
     Batch composition depends only on the items and the budget, so a resumed run (whose
     stored items ``hooks.skip``) computes exactly what the interrupted one would have;
-    close calls stored as provisional (``hooks.pending``) are only rechecked.
+    rows stored as provisional (``hooks.stored``) are only decided and rechecked.
     ``lse``: each row ends with one more column, the log-sum-exp over the whole
     vocabulary (log-probabilities of the targets are their logits minus it).
     """

@@ -19,7 +19,10 @@ class EngineStats:
     batch_tokens: int = 0
     prefix_reuse: bool = True
     forward: str = ""  # packed or transformers
-    recheck_margin: float = 0.0  # close calls (top-2 target logits closer than this) rerun in float32
+    recheck: str = "off"  # off, fixed (a given margin) or calibrated (engine/recheck.py)
+    recheck_margin: float | None = 0.0  # close calls (top-2 target logits closer than this) rerun in float32 (the last)
+    recheck_bound: float = 0.0  # the largest bfloat16-vs-float32 gap error measured
+    calibration: int = 0  # calibration questions (rescored whatever their gap)
     rechecked: int = 0
     notes: list[str] = field(default_factory=list)
 

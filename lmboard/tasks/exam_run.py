@@ -126,15 +126,16 @@ def sample_record(exam: MCExam, p: Prompt, logits: list[float]) -> dict:
     pred = exam.letters[max(range(len(probs)), key=probs.__getitem__)]
     q = p.question
     return {"subject": q.subject, "index": q.index, "prompt_hash": stable_hash(p.text), "shots": p.shots,
-            "probs": probs, "pred": pred, "gold": q.answer, "correct": pred == q.answer}
+            "logits": logits, "probs": probs, "pred": pred, "gold": q.answer, "correct": pred == q.answer}
 
 
 def exam_identity(exam: MCExam, lm: LocalLM, settings: ExamSettings, provenance: dict) -> tuple[str, dict, str]:
     """(run id, key, family). The recheck margin moves stored probabilities only where
     the model computes in reduced precision; batching never does."""
     dtype = provenance["dtype"]
+    margin = settings.engine.recheck_margin
     key = run_key(lm.spec, dtype, exam=settings.key_dict(), template=provenance["prompt_template_hash"],
-                  recheck_margin=settings.engine.recheck_margin if dtype != "float32" else None)
+                  recheck_margin=("calibrated" if margin is None else margin) if dtype != "float32" else None)
     fam = family("exam", lm.spec, task=exam.name, data=str(Path(settings.data).resolve()),
                  subjects=list(settings.subjects))
     return run_id(exam.name, key), key, fam
@@ -162,8 +163,17 @@ def run_exam(exam: MCExam, lm: LocalLM, settings: ExamSettings, store: Store,
         if progress:
             progress(seen[0], len(items))
 
+    checked: dict[str, tuple[list[float], float, bool]] = {}
+
+    def record(k: str, lg: list[float]) -> dict:
+        r = sample_record(exam, by_key[k], lg)
+        if k in checked:  # rescored on the float32 model: what bfloat16 said, and by how much it erred
+            b, err, cal = checked.pop(k)
+            r["recheck"] = {"bf16_logits": b, "gap_error": err, "calibration": cal}
+        return r
+
     def write(state: str) -> Callable[[list[tuple[str, list[float]]]], None]:
-        return lambda rows: store.add_samples(rid, [(k, sample_record(exam, by_key[k], lg)) for k, lg in rows], state)
+        return lambda rows: store.add_samples(rid, [(k, record(k, lg)) for k, lg in rows], state)
 
     stats = None
     with store.run_lock(rid):
@@ -171,9 +181,19 @@ def run_exam(exam: MCExam, lm: LocalLM, settings: ExamSettings, store: Store,
         store.say(describe(opened, rid))
         final, pending = store.sample_keys(rid), store.sample_keys(rid, "pending")
         if len(final) < len(items):
-            hooks = ScoreHooks(skip=lambda k: k in final or k in pending, pending=pending.__contains__,
+            kept = dict(store.samples(rid)) if final or pending else {}
+
+            def stored(k: str) -> tuple[list[float] | None, float | None]:
+                r = kept.get(k)
+                if r is None:
+                    return None, None
+                if k in pending:
+                    return r["logits"], None
+                return None, (r.get("recheck") or {}).get("gap_error")
+
+            hooks = ScoreHooks(skip=lambda k: k in final or k in pending, stored=stored,
                                on_batch=write("final"), on_provisional=write("pending"), progress=tick,
-                               oom_guard=oom_guard)
+                               on_checked=checked.update, oom_guard=oom_guard)
             stats = score_last(lm, items, letter_ids, settings.engine, hooks)
         elif progress:
             progress(len(items), len(items))

@@ -61,3 +61,26 @@ def test_invariant_to_batch_budget_and_prefix_reuse_in_float32(smollm2_fp32, tmp
     assert res.stats.forward == "transformers" and res.stats.prefix_tokens_reused > 0
 
 
+
+
+def test_calibrated_recheck_flips_no_answer_near_the_decision_boundary(smollm2_fp32):
+    """Questions sitting near the boundary: of 120 5-shot questions, the 30 whose two best
+    letters are closest in float32. bfloat16 alone answers some of them otherwise; with
+    the calibrated recheck every answer is float32's, and rescored rows are its logits."""
+    from lmboard.models.registry import load_model
+    from lmboard.models.spec import parse_model_spec
+    from unit.test_recheck import argmax, scored, top_gap
+
+    bf16 = load_model(parse_model_spec("smollm2,dtype=bfloat16"))
+    assert bf16.exact_weights is not None and "originals" in bf16.info()["float32_recheck_on"]
+    pool = real_items(smollm2_fp32, subjects=("anatomy", "astronomy", "high_school_geography"), shots=5, limit=40)
+    targets = [smollm2_fp32.encode(" " + c, False)[-1] for c in "ABCD"]
+    f32, _, _ = scored(smollm2_fp32, pool, targets, 0.0)
+    near = sorted(pool, key=lambda it: top_gap(f32[it.key]))[:30]
+    raw, _, _ = scored(bf16, near, targets, 0.0)
+    assert sum(argmax(raw[it.key]) != argmax(f32[it.key]) for it in near) >= 1
+    got, checked, stats = scored(bf16, near, targets, None)
+    assert all(argmax(got[it.key]) == argmax(f32[it.key]) for it in near)
+    assert stats.recheck == "calibrated" and 0 < stats.recheck_bound < 0.5
+    for k in checked:
+        np.testing.assert_allclose(got[k], f32[k], atol=2e-5)

@@ -84,7 +84,7 @@ def kill_and_resume(args: list[str], tmp: Path, name: str, fault: str) -> tuple[
     return before, after, redone
 
 
-EXAM = ["eval", "smollm2", "--task", "mmlu", "--data", str(MMLU), "--subjects", "anatomy,astronomy", "--limit", "12",
+EXAM = ["eval", "smollm2,dtype=float32", "--task", "mmlu", "--data", str(MMLU), "--subjects", "anatomy,astronomy", "--limit", "12",
         "--shots", "2", "--batch-tokens", "300"]
 
 
@@ -106,10 +106,11 @@ def test_exam_float32_resumes_to_the_same_files(exam_reference, tmp_path, fault)
 
 
 def tiny_bf16_exam(sp_model_dir: Path) -> list[str]:
-    """bfloat16 with the float32 recheck on: a tiny random model has many close calls."""
+    """bfloat16 with the float32 recheck on (its margin calibrated in the run): a tiny
+    random model has many close calls."""
     return ["eval", f"hf:{sp_model_dir},dtype=bfloat16", "--task", "mmlu", "--data", str(MMLU),
             "--subjects", "anatomy,astronomy,abstract_algebra", "--limit", "30", "--shots", "1",
-            "--batch-tokens", "256", "--recheck-margin", "0.02"]
+            "--batch-tokens", "256"]
 
 
 @pytest.mark.parametrize("fault", ["recheck=1", "recheck=2:INT", "store.write=4", "engine.batch=9"])
@@ -125,8 +126,8 @@ def test_bfloat16_recheck_is_a_resumable_stage(sp_model_dir, tmp_path, fault):
     assert before and all(state == "final" for _, state in after.values()) and len(after) == 90
     if fault.startswith("recheck"):
         assert any(state == "pending" for _, state in before.values())  # stored, waiting for the recheck
-    # redone: at most the close calls of one recheck group being rechecked (their
-    # bfloat16 rows were stored as pending and are replaced by float32 ones)
+    # redone: at most the rows of the group being decided (their bfloat16 rows were
+    # stored as pending and are replaced by final ones)
     pending = sum(1 for _, s in before.values() if s == "pending")
     assert redone <= pending
 
@@ -185,7 +186,7 @@ def test_local_judge_resumes(tmp_path, fault):
 
 def test_a_changed_setting_starts_a_new_run_and_says_so(sp_model_dir, tmp_path):
     db = str(tmp_path / "db")
-    args = tiny_bf16_exam(sp_model_dir)[:-2] + ["--out", str(tmp_path / "o"), "--db", db]
+    args = tiny_bf16_exam(sp_model_dir) + ["--out", str(tmp_path / "o"), "--db", db]
     first = lmboard(*args, "--recheck-margin", "0.02")
     assert first.returncode == 0, first.stderr
     second = lmboard(*args, "--recheck-margin", "0.1")

@@ -94,7 +94,7 @@ def test_cmmlu_task_on_an_mmlu_folder(no_model, tmp_path):
 @pytest.mark.parametrize("args, needle", [
     (["eval", "--limit", "0"], "--limit must be >= 1"),
     (["eval", "--limit", "-3"], "--limit must be >= 1"),
-    (["eval", "--recheck-margin", "-1"], "--recheck-margin must be >= 0"),
+    (["eval", "--recheck-margin", "-1"], "--recheck-margin must be auto or a number >= 0"),
     (["eval", "--threads", "0"], "--threads must be >= 1"),
     (["eval", "--batch-size", "64"], "No such option"),  # one name for the token budget: --batch-tokens
     (["generate", "--models", "smollm2", "--prompts", "PROMPTS", "--concurrency", "0"], "--concurrency must be >= 1"),
