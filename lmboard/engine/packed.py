@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lmboard.engine import native
 from lmboard.engine.arch import has_sliding_window, text_config
-from lmboard.lm import LocalLM
 
 SUPPORTED = ("llama", "mistral", "qwen2")
 _PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (PackedModel or None, why not)
@@ -143,7 +143,8 @@ class PackedModel:
         def wt(t):  # a twin without originals computes in float32 on upcast weights
             return t if t is None or t.dtype == cdt else t.to(cdt)
 
-        geo = _Geometry(segs, self.norm_w.device, self.rotary)
+        geo = _Geometry(segs, self.norm_w.device, self.rotary,
+                        self.heads // self.kv_heads if self._native_ok() else None)
         x = self.embed(geo.ids).float()
         new_k, new_v = [], []
         for li, L in enumerate(self.layers):
@@ -159,6 +160,9 @@ class PackedModel:
         h = self._norm(x, self.norm_w)
         return (h, _split_kv(new_k, new_v, geo.lens)) if kv_out else (h, None)
 
+    def _native_ok(self) -> bool:
+        return native.packed_applies(_float32(), self.heads, self.kv_heads, self.head_dim)
+
     def _qkv(self, hs, w, b, geo: _Geometry):
         """Fused q/k/v projection, rotary applied; attention inputs in float32."""
         import torch.nn.functional as F
@@ -173,9 +177,14 @@ class PackedModel:
         return q * geo.cos + _rotate_half(q) * geo.sin, k * geo.cos + _rotate_half(k) * geo.sin, v
 
     def _attention(self, q, k, v, li: int, geo: _Geometry):
-        """Each segment against its own tokens, merged with the prefix part by log-sum-exp."""
+        """Each segment against its prefix and causally its own tokens: in one pass by the
+        native kernel (engine/native), else its own tokens by torch's fused kernel merged
+        with the prefix part by log-sum-exp."""
         import torch
 
+        if geo.native is not None:
+            return native.packed_attention(q, k, v, geo.native, [(p.k[li], p.v[li]) for p in geo.prefix_list],
+                                           self.head_dim ** -0.5)
         o, lse_s = self._self_attention(q, k, v, geo)
         if not geo.groups:
             return o
@@ -227,7 +236,7 @@ class _Geometry:
     """A packed batch's layout: token ids and positions, rotary tables, the length
     buckets of the self-attention rectangles, and the rows of each prefix group."""
 
-    def __init__(self, segs: Sequence[Segment], dev, rotary):
+    def __init__(self, segs: Sequence[Segment], dev, rotary, native_group: int | None = None):
         import torch
 
         self.lens = lens = [len(s.ids) for s in segs]
@@ -247,6 +256,12 @@ class _Geometry:
                 self.groups.setdefault(id(s.prefix), (s.prefix, []))[1].extend(range(start, start + n))
             start += n
         self.rows = {key: torch.tensor(r, device=dev) for key, (_, r) in self.groups.items()}
+        self.native = None  # the native kernel's layout, when it runs these rows
+        self.prefix_list = [pre for pre, _ in self.groups.values()]
+        if native_group is not None:
+            index = {key: i for i, key in enumerate(self.groups)}
+            self.native = native.PackedLayout(lens, [index[id(s.prefix)] if s.prefix is not None else -1 for s in segs],
+                                              native_group, dev)
 
 
 def _split_kv(new_k: list, new_v: list, lens: list[int]) -> list[PrefixKV]:
@@ -335,59 +350,7 @@ def packed_for(model: Any, device: Any) -> tuple[PackedModel | None, str | None]
     return _PACKED[model]
 
 
-class PackedRunner:
-    """The scoring engine's runner on the packed forward: a batch may mix prefixes."""
-
-    one_prefix_per_batch = False
-
-    def __init__(self, lm: LocalLM, pm: PackedModel):
-        self.lm, self.pm = lm, pm
-
-    def exact_twin(self) -> PackedRunner | None:
-        """The float32 model's runner, for close calls: on the checkpoint's float32
-        originals where the backend kept them (``LocalLM.exact_weights``), else on this
-        model's weights upcast (exact when the checkpoint is stored in this dtype)."""
-        return None if self.pm.dtype == torch_float32() else PackedRunner(self.lm, float32_twin(self.lm, self.pm))
-
-    def prefixes(self, reqs: Sequence[tuple[PrefixKV | None, int, Sequence[int]]]) -> list[PrefixKV]:
-        """Several prefix caches in one packed forward: (cache grown from, its tokens kept, new ids)."""
-        starts = [base.sliced(n) if base is not None else None for base, n, _ in reqs]
-        news = self.pm.forward([Segment(list(ids), st) for (_, _, ids), st in zip(reqs, starts, strict=True)],
-                               kv_out=True)[1]
-        return [st.extended(new) if st is not None else new for st, new in zip(starts, news, strict=True)]
-
-    def sliced(self, cache: PrefixKV, n: int) -> PrefixKV:
-        return cache.sliced(n)
-
-    def score(self, segs: Sequence[tuple[PrefixKV | None, list[int]]], targets, lse: bool = False):
-        from lmboard.engine.kv import target_logits_on
-
-        h, _ = self.pm.forward([Segment(ids, pre) for pre, ids in segs])
-        return target_logits_on(self.lm, self.pm.head_w, self.pm.head_b, h, targets, lse)
-
-
-def torch_float32():
+def _float32():
     import torch
 
     return torch.float32
-
-
-_TWINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # PackedModel -> its float32 twin
-
-
-def float32_twin(lm: LocalLM, pm: PackedModel) -> PackedModel:
-    """The float32 model beside ``pm``, built once: on ``lm.exact_weights`` where the
-    backend kept them; else the same weights upcast once (when they fit in 2 GB) or at
-    each use."""
-    if pm not in _TWINS:
-        import torch
-
-        originals = getattr(lm, "exact_weights", None)
-        if originals is None and _weight_bytes(pm) * 2 < 2 << 30:
-            originals = {n: p.detach().float() for n, p in lm.model.named_parameters() if p.is_floating_point()}
-        _TWINS[pm] = PackedModel(lm.model, originals, dtype=torch.float32)
-    return _TWINS[pm]
-
-
-def _weight_bytes(pm: PackedModel) -> int:
-    return sum(t.numel() * t.element_size() for L in pm.layers for t in (L.qkv, L.o, L.gu, L.down))

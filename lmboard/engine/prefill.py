@@ -19,7 +19,8 @@ from typing import Any
 from lmboard.engine import transformers_api
 from lmboard.engine.arch import has_sliding_window, text_config
 from lmboard.engine.kv import KV, extend_kv, prefix_kv
-from lmboard.engine.packed import PackedRunner, packed_for
+from lmboard.engine.packed import packed_for
+from lmboard.engine.packed_runner import PackedRunner
 from lmboard.engine.plan import in_order
 from lmboard.engine.scoring import default_budget
 from lmboard.lm import LocalLM

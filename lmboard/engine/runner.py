@@ -1,6 +1,6 @@
 """The runner protocol: how the scoring engine runs a model, whichever forward it uses.
 
-Two runners exist: ``PackedRunner`` (engine/packed.py: segments packed without padding,
+Two runners exist: ``PackedRunner`` (engine/packed_runner.py, on engine/packed.py: segments packed without padding,
 several prefixes per batch, Llama-family models on CPU) and ``HFRunner`` (engine/kv.py:
 the transformers forward, one prefix per batch, right-padded). The planner asks a runner
 only ``one_prefix_per_batch``; the scoring loop calls the rest.
@@ -41,7 +41,8 @@ class Runner(Protocol):
 def make_runner(lm: LocalLM, packed: bool) -> tuple[Runner, str, str | None]:
     """(runner, "packed" or "transformers", why the packed forward is off or None)."""
     from lmboard.engine.kv import HFRunner
-    from lmboard.engine.packed import PackedRunner, packed_for
+    from lmboard.engine.packed import packed_for
+    from lmboard.engine.packed_runner import PackedRunner
 
     why = "off by request"
     if packed:

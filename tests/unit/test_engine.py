@@ -148,10 +148,10 @@ def test_out_of_memory_backs_off_and_gives_the_same_answers(tiny_sp):
 def test_prefixes_run_packed_together_and_back_off(tiny_sp, monkeypatch):
     """One prefix per review (classification): the prompts' caches are computed many per
     forward, split on out-of-memory, and give what the full prompts give."""
-    from lmboard.engine import kv, packed
+    from lmboard.engine import kv, packed_runner
 
     calls = []
-    for runner in (kv.HFRunner, packed.PackedRunner):
+    for runner in (kv.HFRunner, packed_runner.PackedRunner):
         monkeypatch.setattr(runner, "prefixes", lambda self, reqs, orig=runner.prefixes:
                             (calls.append(len(reqs)), orig(self, reqs))[1])
     tok = tiny_sp.tokenizer

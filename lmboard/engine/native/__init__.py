@@ -1,6 +1,11 @@
 """Native kernels: C compiled on first use with the machine's C compiler, loaded with ctypes.
 
-One kernel today, decode attention over the slotted bfloat16 cache (decode_attention.c):
+Two kernels. The scoring engine's packed attention (packed_attention.c): each packed
+row against its prefix cache and causally against its own segment in one pass, in
+float32, 12 queries (rows x the query heads of one kv head) per block of keys; torch's
+fused kernel spends most of its time on per-block overhead at these lengths (a segment
+of 60-100 tokens, a prefix of 700). And decode attention over the slotted bfloat16
+cache (decode_attention.c):
 torch's fused CPU attention spends most of its time on per-head overhead when each
 sequence has a single query, and it reads every key once per query head; this kernel
 reads each key and value once for all the query heads that share them and computes in
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 SOURCE = Path(__file__).with_name("decode_attention.c")
+PACKED_SOURCE = Path(__file__).with_name("packed_attention.c")
 # Compiled and linked apart: gcc 12 links crtfastmath.o (denormals flushed in the whole
 # process) into a shared library when unsafe-math flags reach the link step.
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fPIC"]
@@ -44,18 +50,18 @@ def _cpu_id() -> str:
     return platform.machine() + flags
 
 
-def _build() -> Path:
+def _build(source: Path = SOURCE) -> Path:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise OSError("no C compiler (cc or gcc) on PATH")
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu_id().encode()).hexdigest()[:16]
-    out = _cache_dir() / f"decode_attention-{key}.so"
+    key = hashlib.sha256(source.read_bytes() + " ".join(FLAGS).encode() + _cpu_id().encode()).hexdigest()[:16]
+    out = _cache_dir() / f"{source.stem}-{key}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as td:
         tmp, obj = Path(td) / out.name, Path(td) / "kernel.o"
-        for cmd in ([cc, *FLAGS, "-c", str(SOURCE), "-o", str(obj)], [cc, "-shared", "-fopenmp", str(obj), "-o", str(tmp), "-lm"]):
+        for cmd in ([cc, *FLAGS, "-c", str(source), "-o", str(obj)], [cc, "-shared", "-fopenmp", str(obj), "-o", str(tmp), "-lm"]):
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
                 raise OSError(f"{Path(cc).name} failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -116,3 +122,97 @@ def applies(dtype: Any, heads: int, kv_heads: int, head_dim: int) -> bool:
 
     return (dtype == torch.bfloat16 and heads % kv_heads == 0 and heads // kv_heads <= 16 and head_dim <= 256
             and decode_attention_kernel() is not None)
+
+
+QB = 12  # queries per block in packed_attention.c
+
+
+def _load_packed() -> Callable[..., int] | None:
+    if os.environ.get("LMBOARD_NATIVE", "1") == "0":
+        _STATE["packed_why"] = "LMBOARD_NATIVE=0"
+        return None
+    try:
+        import torch  # noqa: F401  (its OpenMP runtime must be the one loaded)
+
+        lib = ctypes.CDLL(str(_build(PACKED_SOURCE)))
+    except OSError as e:
+        _STATE["packed_why"] = str(e)
+        return None
+    if not lib.lmb_packed_ok():
+        _STATE["packed_why"] = "no AVX-512"
+        return None
+    fn = lib.lmb_attend
+    i32, ptr = ctypes.c_int, ctypes.c_void_p
+    fn.argtypes = [ptr, ptr, ptr, i32, i32, i32, i32, ptr, i32, i32, ptr, ptr, ptr, ptr, ctypes.c_float, ptr]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def packed_attention_kernel() -> Callable[..., int] | None:
+    """The compiled packed-attention kernel, or None (``packed_why_not()`` says why)."""
+    if "packed" not in _STATE:
+        _STATE["packed"] = _load_packed()
+    return _STATE["packed"]
+
+
+def packed_why_not() -> str | None:
+    packed_attention_kernel()
+    return _STATE.get("packed_why")
+
+
+class PackedLayout:
+    """A packed batch's rows for the kernel: blocks of consecutive rows of one segment
+    (at most QB // G rows, G query heads per kv head: QB queries share each key), the
+    first row of each block's segment, and each row's prefix (-1: none)."""
+
+    def __init__(self, lens: list[int], prefix_of: list[int], group: int, device: Any):
+        import torch
+
+        per = max(1, QB // group)
+        blocks: list[int] = []
+        pid: list[int] = []
+        start = 0
+        for n, p in zip(lens, prefix_of, strict=True):
+            for r in range(start, start + n, per):
+                blocks += (r, min(per, start + n - r), start)
+            pid += [p] * n
+            start += n
+        self.blocks = torch.tensor(blocks, dtype=torch.int32, device=device)
+        self.pid = torch.tensor(pid, dtype=torch.int32, device=device)
+        self.n_blocks = len(blocks) // 3
+
+
+def packed_attention(q: Any, k: Any, v: Any, layout: PackedLayout, prefixes: list[tuple[Any, Any]],
+                     scale: float) -> Any:
+    """Attention of packed rows ``q`` (T, H, D) over their prefix's keys and values
+    (``prefixes[p]``: each (KH, P, D)) and causally over their own segment's (``k``,
+    ``v``: (T, KH, D)); float32 in and out, (T, H, D)."""
+    import torch
+
+    fn = packed_attention_kernel()
+    assert fn is not None
+    t, h, d = q.shape
+    kh = k.shape[1]
+    q, v = q.contiguous(), v.contiguous()
+    kt = k.permute(1, 2, 0).contiguous()  # (KH, D, T): 16 keys per vector load
+    pk = [a.transpose(1, 2).contiguous() for a, _ in prefixes]
+    pv = [b.contiguous() for _, b in prefixes]
+    n = max(len(pk), 1)
+    ptr_k = (ctypes.c_void_p * n)(*[a.data_ptr() for a in pk])
+    ptr_v = (ctypes.c_void_p * n)(*[b.data_ptr() for b in pv])
+    plen = torch.tensor([b.shape[1] for b in pv] or [0], dtype=torch.int32)
+    out = torch.empty_like(q)
+    code = fn(q.data_ptr(), kt.data_ptr(), v.data_ptr(), t, h, kh, d, layout.blocks.data_ptr(), 0, layout.n_blocks,
+              layout.pid.data_ptr(), ptr_k, ptr_v, plen.data_ptr(), float(scale), out.data_ptr())
+    if code:
+        raise MemoryError("packed attention: a buffer could not be allocated")
+    return out
+
+
+def packed_applies(dtype: Any, heads: int, kv_heads: int, head_dim: int) -> bool:
+    """Whether the packed kernel runs these rows: float32, at most QB query heads per kv
+    head, head_dim a multiple of 16, and it compiled here."""
+    import torch
+
+    return (dtype == torch.float32 and heads % kv_heads == 0 and heads // kv_heads <= QB and head_dim % 16 == 0
+            and packed_attention_kernel() is not None)
