@@ -9,7 +9,8 @@ Points: store.write (inside a transaction, before it commits), engine.batch (a b
 scored, before its results are handed on), recheck (close calls rescored, before they
 are handed on), generate.result (an answer generated, before it is stored),
 judge.chunk (judgments made, before they are stored), finetune.step (an optimizer step
-logged and stored).
+logged and stored). ``LMBOARD_FAULT_RANK=R`` limits the fault to rank R of a
+torchrun job.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ _seen: dict[str, int] = {}
 
 
 def _parse() -> dict[str, tuple[int, int]]:
+    rank = os.environ.get("LMBOARD_FAULT_RANK")  # under torchrun: only this rank is killed
+    if rank is not None and rank != os.environ.get("RANK", "0"):
+        return {}
     plan = {}
     for part in filter(None, os.environ.get("LMBOARD_FAULT", "").split(",")):
         point, _, rest = part.partition("=")

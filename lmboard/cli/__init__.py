@@ -53,6 +53,35 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; under torchrun every rank runs it, and only rank 0 speaks."""
+    from lmboard import parallel
+
+    w = parallel.world()  # under torchrun: every rank joins the job before anything can fail
+    code, why = _run(argv)
+    if w.parallel and not w.main:
+        parallel.finish_rank(why if code else None)
+        return code
+    if why:
+        print(why, file=sys.stderr)
+    return code
+
+
+def _run(argv: list[str] | None) -> tuple[int, str | None]:
+    try:
+        return _main(argv), None
+    except UsageError as e:
+        return 2, f"error: {e}"
+    except (typer.Abort, KeyboardInterrupt):
+        return 130, "interrupted: results so far are in the store; the same command resumes"
+    except Exception as e:
+        from lmboard import parallel
+
+        if parallel.world().parallel and not parallel.world().main:  # rank 0 reports it, then the job stops
+            parallel.finish_rank(f"{type(e).__name__}: {e}")
+        raise
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = expand_multi(list(sys.argv[1:] if argv is None else argv))
     if not sys.stdout.isatty() and not os.environ.get("TERMINAL_WIDTH"):
         typer.rich_utils.MAX_WIDTH = WIDE  # piped help is not cut at 80 columns
@@ -64,13 +93,6 @@ def main(argv: list[str] | None = None) -> int:
         out.print(e.ctx.get_help() if e.ctx else str(e), markup=False, highlight=False)
         return 0
     except click_exceptions.UsageError as e:
-        print(f"error: {e.format_message()}", file=sys.stderr)
-        return 2
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (typer.Abort, KeyboardInterrupt):
-        print("interrupted: results so far are in the store; the same command resumes", file=sys.stderr)
-        return 130
+        raise UsageError(e.format_message()) from None
     except typer.Exit as e:
         return e.exit_code

@@ -53,7 +53,9 @@ def set_threads(threads: int | None) -> int:
     """Torch's intra-op threads: ``--threads`` or the cores this process may use. On a
     machine where another process is busy, torch's default oversubscribes and every job
     runs several times slower."""
-    n = available_cores() if threads is None else threads
+    from lmboard.parallel import threads_per_rank
+
+    n = threads_per_rank(available_cores()) if threads is None else threads
     if n < 1:
         raise UsageError(f"--threads must be >= 1 (got {n})")
     import torch

@@ -27,6 +27,7 @@ from lmboard.engine import EngineSettings
 from lmboard.errors import UsageError
 from lmboard.lm import Capability, ModelSpec
 from lmboard.models.registry import backend_capabilities, require_backend
+from lmboard.parallel import world
 from lmboard.registry import TASKS
 
 EXAM = "Exam options (--task mmlu, cmmlu, ceval)"
@@ -146,11 +147,15 @@ def _exam(spec: ModelSpec, settings, out_dir: Path | None, db: Path | None, quie
     require_backend(spec, Capability.LOGITS, f"--task {settings.task} (next-token logits of the answer letters)")
     loaded = load_questions(exam, settings)  # bad data fails here, before the model loads
     out_path = out_dir or Path("results") / spec.display_name
-    check_out_dir(out_path)
-    store = open_store(db, quiet)
+    main = world().main  # under torchrun, rank 0 alone opens the store and writes files
+    if main:
+        check_out_dir(out_path)
+    store = open_store(db, quiet) if main else None
     lm = load_lm(spec, quiet, threads)
-    with progress_bar(f"{settings.task} {spec.display_name}", quiet) as update:
+    with progress_bar(f"{settings.task} {spec.display_name}", quiet or not main) as update:
         result = run_exam(exam, lm, settings, store, progress=update, loaded=loaded)
+    if result is None:  # another rank: its results went to rank 0
+        return
     acc = write_exam_files(result, exam, settings.data, out_path)
     store.finish_run(result.run_id, {k: v for k, v in acc.items() if k != "subjects"})
     if not quiet:
@@ -183,11 +188,15 @@ def _classify(spec: ModelSpec, job, out_dir: Path | None, db: Path | None, quiet
     test = load_job(job)[1]  # bad data fails here, before the model loads
     check_not_trained_on(spec, job.data, [e.line for e in test])
     out_path = out_dir or Path("results") / spec.display_name / "classify"
-    check_out_dir(out_path)
-    store = open_store(db, quiet)
+    main = world().main
+    if main:
+        check_out_dir(out_path)
+    store = open_store(db, quiet) if main else None
     lm = load_lm(scoring_spec(spec, job), quiet, threads)
-    with progress_bar(f"classify {spec.display_name}", quiet) as update:
+    with progress_bar(f"classify {spec.display_name}", quiet or not main) as update:
         result = run_classify(lm, job, store, update)
+    if not main:
+        return
     write_classify_files(result, out_path)
     if not quiet:
         for line in classify_summary(spec.display_name, result):

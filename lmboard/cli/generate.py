@@ -21,6 +21,7 @@ from lmboard.cli.common import (
     progress_bar,
 )
 from lmboard.errors import UsageError
+from lmboard.parallel import world
 
 
 def generate_cmd(
@@ -69,16 +70,20 @@ def generate_cmd(
     if len(set(names)) != len(names):
         raise UsageError(f"--models: two models share a name ({', '.join(names)}); add label=NAME to one")
     prompts_id = stable_hash([p.key for p in items])
-    check_out_dir(out_dir)
-    store = open_store(db, quiet)
+    main = world().main  # under torchrun, rank 0 alone opens the store and writes files
+    if main:
+        check_out_dir(out_dir)
+    store = open_store(db, quiet) if main else None
     per_model = {}
     for spec in specs:
         lm = load_lm(spec, quiet, threads)
-        with progress_bar(f"generate {spec.display_name}", quiet) as update:
+        with progress_bar(f"generate {spec.display_name}", quiet or not main) as update:
             per_model[spec.display_name] = run_generation(lm, items, settings, store, prompts_id, update,
                                                           None if batch_size == "auto" else int(batch_size), concurrency,
                                                           scheduler)
         del lm
+    if not main:
+        return
     write_outputs(out_dir, items, per_model)
     if not quiet:
         out.print(f"{len(items)} prompts x {len(specs)} models -> {out_dir / 'output.json'}")

@@ -67,8 +67,8 @@ def choose_dtype(requested: str, device: str) -> str:
 def choose_device(requested: str) -> str:
     import torch
 
-    if requested == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if requested == "auto":  # under torchrun, each rank on its own GPU
+        return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"model spec: device={requested} but no CUDA device is available")
     if requested != "cpu" and not requested.startswith("cuda"):

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 from lmboard.engine import LabelItem, continuation_ids, generate_batched, score_labels
 from lmboard.errors import UsageError
 from lmboard.lm import GenerationSettings, GenRequest, LocalLM, ModelSpec
 from lmboard.metrics.classification import classification_report
+from lmboard.parallel import broadcast, world
 from lmboard.store import Store
 from lmboard.tasks.classify import ClassifyJob, Example, load_examples, match_label, pick_shots, render, split
 from lmboard.tasks.runs import describe, family, run_id, run_key
+from lmboard.tasks.sharded import Sink, shard_of
 from lmboard.text import stable_hash
 
 Progress = Callable[[int, int], None]
@@ -106,26 +109,35 @@ def run_classify(lm: LocalLM, job: ClassifyJob, store: Store, progress: Progress
     s = job.settings
     rid, key, fam = classify_identity(lm, job, shots, test)
     t0 = time.time()
-    with store.run_lock(rid):
-        store.say(describe(store.open_run(rid, "classify", lm.spec.display_name, key, lm.info(), fam), rid))
-        done = store.sample_keys(rid)
-        todo = [e for e in test if str(e.line) not in done]
-        n_done = [len(test) - len(todo)]
+    w, info, n_done = world(), lm.info(), [0]
+
+    def tick(k: int) -> None:
+        n_done[0] += k
         if progress:
             progress(n_done[0], len(test))
 
+    sink = Sink(store, rid, tick)
+    # under torchrun, this rank's reviews (balanced by length; the shots' prefix is
+    # computed once per rank)
+    mine = [test[i] for i in shard_of(test, [str(e.line) for e in test], info, [len(e.text) for e in test])]
+    with store.run_lock(rid) if w.main else nullcontext():
+        if w.main:
+            store.say(describe(store.open_run(rid, "classify", lm.spec.display_name, key, info, fam), rid))
+        done = broadcast(store.sample_keys(rid) if w.main else None)
+        tick(sum(str(e.line) in done for e in test))
+
         def record(k: str, sample: dict) -> None:
-            store.add_samples(rid, [(k, sample)])
-            n_done[0] += 1
-            if progress:
-                progress(n_done[0], len(test))
+            sink.add("final", [(k, sample)])
+            sink.tick(1)
 
         by = _by_loglik if s.by == "loglik" else _by_generation
-        engine = by(lm, job, shots, test, record, done.__contains__)
+        engine = sink.finish_dict(by(lm, job, shots, mine, record, done.__contains__))
+        if not w.main:
+            return {}
         samples = dict(store.samples(rid))
         m = classification_report([samples[str(e.line)]["gold"] for e in test],
                                   [samples[str(e.line)]["pred"] for e in test], list(s.labels.values()))
         store.finish_run(rid, {k: m[k] for k in ("accuracy", "macro_f1", "n", "unmatched")})
     return {**m, "skipped_empty_text": skipped, "shots": len(shots), "by": s.by, "normalize": s.normalize,
             "template": s.prompt("{text}"), "cost_time": time.time() - t0, "run_id": rid, "engine": engine,
-            "provenance": lm.info(), "samples": [{"line": e.line, **samples[str(e.line)]} for e in test]}
+            "provenance": info, "samples": [{"line": e.line, **samples[str(e.line)]} for e in test]}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,9 +17,11 @@ from lmboard.engine import EngineStats, ScoreHooks, ScoreItem, score_last
 from lmboard.errors import UsageError
 from lmboard.lm import LocalLM
 from lmboard.metrics.accuracy import softmax
+from lmboard.parallel import broadcast, world
 from lmboard.store import Store
 from lmboard.tasks.exam import ExamSettings, MCExam, MCQuestion, Prompt
 from lmboard.tasks.runs import describe, family, run_id, run_key
+from lmboard.tasks.sharded import Sink, shard_of
 from lmboard.text import stable_hash, template_hash
 
 Questions = dict[str, list[MCQuestion]]  # subject -> questions, in file order
@@ -143,9 +146,11 @@ def exam_identity(exam: MCExam, lm: LocalLM, settings: ExamSettings, provenance:
 
 def run_exam(exam: MCExam, lm: LocalLM, settings: ExamSettings, store: Store,
              progress: Callable[[int, int], None] | None = None, oom_guard: Callable[[int], None] | None = None,
-             loaded: tuple[Questions, Pools] | None = None) -> ExamResult:
+             loaded: tuple[Questions, Pools] | None = None) -> ExamResult | None:
     """Score what the store does not hold as final (close calls stored as pending are only
-    rechecked). A second process on the same run waits for this one, then finds it done."""
+    rechecked). A second process on the same run waits for this one, then finds it done.
+    Under torchrun each rank scores its shard and rank 0 stores everything (None on the
+    other ranks)."""
     t0 = time.time()
     questions, pools = loaded or load_questions(exam, settings)
     prompts, ids = build_prompts(exam, lm, settings, questions, pools)
@@ -172,16 +177,22 @@ def run_exam(exam: MCExam, lm: LocalLM, settings: ExamSettings, store: Store,
             r["recheck"] = {"bf16_logits": b, "gap_error": err, "calibration": cal}
         return r
 
+    w = world()
+    sink = Sink(store, rid, tick)
+
     def write(state: str) -> Callable[[list[tuple[str, list[float]]]], None]:
-        return lambda rows: store.add_samples(rid, [(k, record(k, lg)) for k, lg in rows], state)
+        return lambda rows: sink.add(state, [(k, record(k, lg)) for k, lg in rows])
 
     stats = None
-    with store.run_lock(rid):
-        opened = store.open_run(rid, "exam", lm.spec.display_name, {**key, "run": rid}, provenance, fam)
-        store.say(describe(opened, rid))
-        final, pending = store.sample_keys(rid), store.sample_keys(rid, "pending")
+    with store.run_lock(rid) if w.main else nullcontext():
+        opened = (store.open_run(rid, "exam", lm.spec.display_name, {**key, "run": rid}, provenance, fam)
+                  if w.main else None)
+        if w.main:
+            store.say(describe(opened, rid))
+        final, pending, kept = broadcast(_stored_state(store, rid, len(items)) if w.main else None)
         if len(final) < len(items):
-            kept = dict(store.samples(rid)) if final or pending else {}
+            mine = shard_of(items, [k.split("/")[0] for k in (it.key for it in items)], provenance)
+            items = [items[i] for i in mine]
 
             def stored(k: str) -> tuple[list[float] | None, float | None]:
                 r = kept.get(k)
@@ -192,12 +203,21 @@ def run_exam(exam: MCExam, lm: LocalLM, settings: ExamSettings, store: Store,
                 return None, (r.get("recheck") or {}).get("gap_error")
 
             hooks = ScoreHooks(skip=lambda k: k in final or k in pending, stored=stored,
-                               on_batch=write("final"), on_provisional=write("pending"), progress=tick,
+                               on_batch=write("final"), on_provisional=write("pending"), progress=sink.tick,
                                on_checked=checked.update, oom_guard=oom_guard)
             stats = score_last(lm, items, letter_ids, settings.engine, hooks)
+            stats = sink.finish(stats)
         elif progress:
             progress(len(items), len(items))
+    if not w.main:
+        return None
     return _collect(rid, lm, questions, store, by_key, provenance, stats, time.time() - t0, opened.resumed)
+
+
+def _stored_state(store: Store, rid: str, n: int) -> tuple[set[str], set[str], dict]:
+    """What the store holds of this run: final keys, pending keys, their records."""
+    final, pending = store.sample_keys(rid), store.sample_keys(rid, "pending")
+    return final, pending, (dict(store.samples(rid)) if (final or pending) and len(final) < n else {})
 
 
 def _collect(rid: str, lm: LocalLM, questions: Questions, store: Store, by_key: dict, provenance: dict,

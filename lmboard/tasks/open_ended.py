@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,10 @@ from lmboard.errors import UsageError
 from lmboard.faults import fault
 from lmboard.io import read_json_list, read_jsonl
 from lmboard.lm import LM, GenerationSettings, GenRequest
+from lmboard.parallel import broadcast, world
 from lmboard.store import Store
 from lmboard.tasks.runs import describe, family, run_id, run_key
+from lmboard.tasks.sharded import Sink, shard_of
 from lmboard.text import stable_hash
 
 
@@ -99,27 +102,39 @@ def run_generation(
                   scheduler=scheduler)
     rid = run_id("gen", key)
     unique = {p.key: p for p in prompts}
-    with store.run_lock(rid):
-        opened = store.open_run(rid, "generate", lm.spec.display_name, key, info,
-                                family("generate", lm.spec, prompts=prompts_id))
-        store.say(describe(opened, rid))
-        done = store.sample_keys(rid)
-        n = len(done & set(unique))
+    w = world()
+    n = [0]
+
+    def tick(k: int) -> None:
+        n[0] += k
         if progress:
-            progress(n, len(unique))
-        reqs = [p.request() for p in unique.values()]
+            progress(n[0], len(unique))
+
+    sink = Sink(store, rid, tick)
+    reqs = [p.request() for p in unique.values()]
+    # under torchrun, this rank's share, balanced by prompt and answer tokens
+    weights = [len(r.text or "".join(m["content"] for m in r.messages)) // 4 + settings.max_new_tokens for r in reqs]
+    reqs = [reqs[i] for i in shard_of(reqs, [r.key for r in reqs], info, weights)]
+    with store.run_lock(rid) if w.main else nullcontext():
+        if w.main:
+            opened = store.open_run(rid, "generate", lm.spec.display_name, key, info,
+                                    family("generate", lm.spec, prompts=prompts_id))
+            store.say(describe(opened, rid))
+        done = broadcast(store.sample_keys(rid) if w.main else None)
+        tick(len(done & set(unique)))
         for r in generate(lm, reqs, settings, batch_size, concurrency, skip=done.__contains__, scheduler=scheduler):
             if r.key in done:
                 continue  # a batch with one answer left runs whole: its other answers are stored already
             fault("generate.result")
-            store.add_samples(rid, [(r.key, {
+            sink.add("final", [(r.key, {
                 "output": r.output, "prompt": r.prompt, "prompt_tokens": r.prompt_tokens,
                 "output_tokens": r.output_tokens, "latency_s": r.latency_s, "finish_reason": r.finish_reason,
                 "settings": r.settings,
             })])
-            n += 1
-            if progress:
-                progress(n, len(unique))
+            sink.tick(1)
+        sink.finish(None)
+        if not w.main:
+            return rid, {}
         records = dict(store.samples(rid))
         store.finish_run(rid, {"n": len(records)})
     return rid, records
