@@ -100,6 +100,8 @@ def eval_cmd(
     exam_only = {"--subjects": subjects, "--limit": limit, "--max-length": max_length, "--chat": chat or None}
     cls_only = {"--labels": labels, "--template": template, "--train": train, "--split": split, "--test-size": test_size}
     if kind == "routed":
+        if world().parallel:
+            raise UsageError(f"--task {task} does not run under torchrun yet: run it as one process")
         _only_for(task, {**exam_only, **cls_only, "--shots": shots})
         check_positive(concurrency, "--concurrency")
         _routed(spec, _shopbench_settings(data, tasks, routes, parse, mc_by, responses, embedder, engine),

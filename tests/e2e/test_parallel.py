@@ -118,3 +118,9 @@ def test_generation_and_classification_on_two_ranks_match_one_process(tmp_path):
         assert a["line"] == b["line"] and a["pred"] == b["pred"]
         assert max(abs(x - y) for x, y in zip(a["scores"], b["scores"], strict=True)) < 1e-4
     assert two["provenance"]["parallel"]["world_size"] == 2
+
+
+def test_a_command_that_does_not_shard_is_a_one_line_error_under_torchrun(tmp_path):
+    r = torchrun(2, "board", "--db", str(tmp_path / "x.db"))
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode != 0 and len(lines) == 1 and "does not run under torchrun" in lines[0], r.stderr

@@ -1,0 +1,31 @@
+"""Sharding for data-parallel runs: deterministic, every item once, balanced by tokens,
+small groups kept whole, a large group cut into consecutive pieces."""
+
+from lmboard.parallel import shard, sharding_note
+
+
+def test_every_item_once_balanced_and_deterministic():
+    weights = [(i * 37) % 11 + 5 for i in range(200)]
+    groups = [f"s{i // 10}" for i in range(200)]  # 20 subjects of 10 questions
+    a = shard(weights, groups, 3)
+    assert sorted(i for s in a for i in s.items) == list(range(200))
+    assert a == shard(weights, groups, 3)
+    tokens = [s.tokens for s in a]
+    assert max(tokens) - min(tokens) <= max(weights) * 10  # within one group's tokens
+    for s in a:  # a subject stays on one rank
+        subjects = {groups[i] for i in s.items}
+        assert all(sum(groups[i] == g for i in s.items) == 10 for g in subjects)
+    assert sharding_note(a)["items_per_rank"] == [len(s.items) for s in a]
+
+
+def test_a_large_group_is_cut_in_consecutive_pieces():
+    weights = [10] * 100
+    a = shard(weights, ["one"] * 100, 2)
+    assert sum(len(s.items) for s in a) == 100 and abs(len(a[0].items) - len(a[1].items)) <= 100 // 8
+    for s in a:  # pieces of consecutive questions (each piece computes the prefix once)
+        runs = sum(1 for x, y in zip(s.items, s.items[1:], strict=False) if y != x + 1) + 1
+        assert runs <= 4
+
+
+def test_one_rank_holds_everything():
+    assert shard([3, 1, 2], ["a", "b", "a"], 1)[0].items == [0, 1, 2]
