@@ -24,7 +24,7 @@ def test_a_large_group_is_cut_in_consecutive_pieces():
     assert sum(len(s.items) for s in a) == 100 and abs(len(a[0].items) - len(a[1].items)) <= 100 // 8
     for s in a:  # pieces of consecutive questions (each piece computes the prefix once)
         runs = sum(1 for x, y in zip(s.items, s.items[1:], strict=False) if y != x + 1) + 1
-        assert runs <= 4
+        assert runs <= 5  # 9 pieces of at most 12 questions (a quarter of a share), about half each
 
 
 def test_one_rank_holds_everything():
