@@ -85,8 +85,8 @@ def _main(argv: list[str] | None = None) -> int:
     argv = expand_multi(list(sys.argv[1:] if argv is None else argv))
     from lmboard import parallel
 
-    if parallel.world().parallel and argv and argv[0] in ("chat", "judge", "speed", "finetune", "board"):
-        raise UsageError(f"lmboard {argv[0]} does not run under torchrun: eval and generate do (data parallel); "
+    if parallel.world().parallel and argv and argv[0] in ("chat", "speed", "finetune", "board"):
+        raise UsageError(f"lmboard {argv[0]} does not run under torchrun: eval, generate and judge do (data parallel); "
                          f"run {argv[0]} as one process")
     if not sys.stdout.isatty() and not os.environ.get("TERMINAL_WIDTH"):
         typer.rich_utils.MAX_WIDTH = WIDE  # piped help is not cut at 80 columns

@@ -21,6 +21,7 @@ from lmboard.cli.common import (
     progress_bar,
 )
 from lmboard.errors import UsageError
+from lmboard.parallel import world
 
 
 def expand(paths: list[str]) -> list[Path]:
@@ -82,10 +83,13 @@ def judge_cmd(
 
     settings = JudgeSettings(model_spec(judge), mode, judge_lang, seed, both_orders, concurrency)
     files = expand(outputs)  # bad files fail here, before the judge loads
+    main = world().main  # under torchrun, rank 0 alone opens the store and writes the board
     board, info = judge_outputs(
-        files, reference, settings, open_store(db, quiet), leaderboard, bootstrap,
-        load=lambda spec: load_lm(spec, quiet, threads), progress=lambda d: progress_bar(d, quiet),
+        files, reference, settings, open_store(db, quiet) if main else None, leaderboard, bootstrap,
+        load=lambda spec: load_lm(spec, quiet, threads), progress=lambda d: progress_bar(d, quiet or not main),
     )
+    if not main:
+        return
     if not quiet:
         if info["missing"]:
             err.print(f"instructions left out (listed in {info['missing_file']}): {info['missing']}", markup=False)

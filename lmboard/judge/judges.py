@@ -60,9 +60,9 @@ class Judge:
                             c.instruction, c.reference, c.output, first_is_model]
                            + ([self.dtype, RESULTS_VERSION] if self.dtype else []), 32)
 
-    def run(self, comparisons: Sequence[Comparison], progress: Callable[[int, int], None] | None = None) -> list[dict]:
-        """One record per comparison: preference (or grade), validity, consistency."""
-        jobs = []  # (comparison index, first_is_model, lang, key)
+    def jobs(self, comparisons: Sequence[Comparison]) -> list[tuple[int, bool, str, str]]:
+        """(comparison index, first_is_model, lang, cache key) of every judgment needed."""
+        jobs = []
         for n, c in enumerate(comparisons):
             lang = prompts.choose_lang(c.instruction, self.settings.lang)
             if self.settings.mode == "single":
@@ -71,6 +71,11 @@ class Judge:
             first = model_first(self.settings.seed, c.instruction)
             orders = [first, not first] if self.settings.both_orders else [first]
             jobs += [(n, o, lang, self.key(c, o, lang)) for o in orders]
+        return jobs
+
+    def run(self, comparisons: Sequence[Comparison], progress: Callable[[int, int], None] | None = None) -> list[dict]:
+        """One record per comparison: preference (or grade), validity, consistency."""
+        jobs = self.jobs(comparisons)
         with self.store.run_lock("judge-" + stable_hash(sorted(j[3] for j in jobs))):
             cached = self._judge_missing(comparisons, jobs, progress)
         return [self._combine(c, [cached[j[3]] for j in jobs if j[0] == n]) for n, c in enumerate(comparisons)]

@@ -20,6 +20,7 @@ from lmboard.judge.board import (
 )
 from lmboard.judge.judges import Comparison, Judge, JudgeSettings
 from lmboard.metrics.bootstrap import bootstrap_mean_ci
+from lmboard.parallel import broadcast, world
 from lmboard.store import Store
 from lmboard.text import stable_hash
 
@@ -49,10 +50,14 @@ def judge_outputs(
             both = list(outs)
         plan.append((gen, [Comparison(gen, i, outs[i], ref.get(i)) for i in both]))
     missing_file = leaderboard.with_suffix(".missing.json")
-    if missing:
+    if missing and world().main:
         missing_file.parent.mkdir(parents=True, exist_ok=True)
         missing_file.write_text(json.dumps(missing, indent=2, ensure_ascii=False), encoding="utf-8")
     judge = Judge(load(settings.spec), settings, store)
+    if world().parallel:  # every rank judges its share into the cache; rank 0 then reads it all
+        _judge_sharded(judge, [c for _, comps in plan for c in comps], store, progress)
+        if not world().main:
+            return [], {}
     results: list[GeneratorResult] = []
     single_rows: list[dict] = []
     judged: dict[str, list[dict]] = {}
@@ -85,6 +90,40 @@ def judge_outputs(
     board = build_board(results, settings.seed, n_boot)
     _record_runs(store, settings, ref_name, plan, {r["name"]: r for r in board}, judged)
     return board, info
+
+
+def _judge_sharded(judge: Judge, comps: list[Comparison], store: Store | None, progress: Callable) -> None:
+    """Under torchrun: this rank's comparisons (balanced by text length) judged into the
+    cache (on rank 0 the store, which also takes the other ranks' judgments as they
+    come); rank 0 waits for every rank's last."""
+    from lmboard.tasks.sharded import JudgmentCache, Sink, shard_of
+
+    w = world()
+    jobs = judge.jobs(comps)
+    keys = sorted({j[3] for j in jobs})
+    snapshot = broadcast({k: v for k in keys if (v := store.get_judgment(k)) is not None} if w.main else None)
+    mine = [comps[i] for i in shard_of(comps, [f"{c.generator}/{c.instruction}" for c in comps], {},
+                                        [len(c.output) + len(c.reference or "") + len(c.instruction) for c in comps])]
+    with progress(f"judge {len(comps)} comparisons") as update:
+        seen = [0, 0]  # this rank's done; the whole job's
+
+        def tick(n: int) -> None:
+            seen[1] += n
+            update(seen[1], len(jobs))
+
+        sink = Sink(store, "", tick)
+
+        def mine_done(done: int, total: int) -> None:
+            sink.tick(done - seen[0])
+            seen[0] = done
+
+        cache = JudgmentCache(store if w.main else None, sink, snapshot)
+        real, judge.store = judge.store, cache
+        try:
+            judge.run(mine, mine_done)
+        finally:
+            judge.store = real
+        sink.finish_dict({})
 
 
 def _record_runs(store: Store, settings: JudgeSettings, reference: str, plan: list, rows: dict[str, dict],

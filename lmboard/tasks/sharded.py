@@ -62,6 +62,8 @@ class Sink:
             self._write(*payload)
         elif kind == "progress":
             self._tick(payload)
+        elif kind == "judgments":
+            self.store.put_judgments(payload)
         elif kind == "stats":
             self.others.append({"rank": src, **payload})
 
@@ -102,3 +104,28 @@ class Sink:
                 if k in stats and isinstance(v, int) and not isinstance(v, bool) and k != "batch_tokens":
                     stats[k] += v
         return stats
+
+
+class JudgmentCache:
+    """A judge's cache on a rank of a data-parallel run (judge/judges.py uses
+    ``get_judgment``, ``put_judgments`` and ``run_lock``): on rank 0 the store, which also
+    takes in the other ranks' judgments as they come; elsewhere rank 0's snapshot, new
+    judgments sent to rank 0."""
+
+    def __init__(self, store: Store | None, sink: Sink, snapshot: dict[str, dict]):
+        self.store, self.sink, self.snapshot = store, sink, snapshot
+
+    def get_judgment(self, key: str) -> dict | None:
+        return self.store.get_judgment(key) if self.store is not None else self.snapshot.get(key)
+
+    def put_judgments(self, items: list) -> None:
+        if self.store is not None:
+            self.store.put_judgments(items)
+            self.sink.poll()
+        else:
+            self.sink.w.relay.send("judgments", items)
+
+    def run_lock(self, run_id: str):
+        from contextlib import nullcontext
+
+        return self.store.run_lock(run_id) if self.store is not None else nullcontext()

@@ -124,3 +124,28 @@ def test_a_command_that_does_not_shard_is_a_one_line_error_under_torchrun(tmp_pa
     r = torchrun(2, "board", "--db", str(tmp_path / "x.db"))
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert r.returncode != 0 and len(lines) == 1 and "does not run under torchrun" in lines[0], r.stderr
+
+
+def test_local_judge_on_two_ranks_gives_one_process_board(tmp_path):
+    import csv
+
+    outputs = tmp_path / "outputs.json"
+    entries = json.loads(ALPACA_REF.read_text())[:4]
+    outputs.write_text(json.dumps([{**e, "output": e["output"][:160], "generator": "short"} for e in entries]))
+    args = ["judge", "--outputs", str(outputs), "--reference", str(ALPACA_REF), "--judge", "smollm2,dtype=float32",
+            "--both-orders", "--quiet"]
+    one = lmboard(*args, "--leaderboard", str(tmp_path / "one.csv"), "--db", str(tmp_path / "one.db"))
+    two = torchrun(2, *args, "--leaderboard", str(tmp_path / "two.csv"), "--db", str(tmp_path / "two.db"))
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr, two.stderr)
+    a, b = (list(csv.DictReader((tmp_path / f"{t}.csv").open())) for t in ("one", "two"))
+    assert len(a) == len(b) == 1
+    for k, v in a[0].items():
+        try:
+            assert abs(float(v) - float(b[0][k])) < 1e-3, k
+        except ValueError:
+            assert v == b[0][k], k
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "two.db")  # rank 0 stored both ranks' judgments
+    assert con.execute("SELECT count(*) FROM judgments").fetchone()[0] == 8
+    con.close()
