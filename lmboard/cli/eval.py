@@ -100,8 +100,6 @@ def eval_cmd(
     exam_only = {"--subjects": subjects, "--limit": limit, "--max-length": max_length, "--chat": chat or None}
     cls_only = {"--labels": labels, "--template": template, "--train": train, "--split": split, "--test-size": test_size}
     if kind == "routed":
-        if world().parallel:
-            raise UsageError(f"--task {task} does not run under torchrun yet: run it as one process")
         _only_for(task, {**exam_only, **cls_only, "--shots": shots})
         check_positive(concurrency, "--concurrency")
         _routed(spec, _shopbench_settings(data, tasks, routes, parse, mc_by, responses, embedder, engine),
@@ -207,6 +205,8 @@ def _classify(spec: ModelSpec, job, out_dir: Path | None, db: Path | None, quiet
 
 def _routed(spec: ModelSpec, settings, concurrency: int, out_dir: Path | None, db: Path | None, quiet: bool,
             threads: int | None) -> None:
+    if world().parallel:
+        raise UsageError("--task shopbench does not run under torchrun yet: run it as one process")
     from lmboard.report.shopbench import shopbench_table, write_shopbench_files
     from lmboard.tasks.shopbench_run import prepare, run_shopbench
 
