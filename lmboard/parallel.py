@@ -53,6 +53,7 @@ class World:
 
 
 _WORLD: list[World] = []
+GRACE_S = 10.0  # a failed rank waits this long for rank 0 to report its error and stop the job
 
 
 def world() -> World:
@@ -224,7 +225,11 @@ def broadcast(obj: Any) -> Any:
     import torch.distributed as dist
 
     box = [obj if w.main else None]
-    dist.broadcast_object_list(box, 0)
+    try:
+        dist.broadcast_object_list(box, 0)
+    except RuntimeError as e:  # a rank stopped before the job began (its connection closed)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RankFailed(f"a rank stopped before the job began ({first})") from None
     return box[0]
 
 
@@ -234,3 +239,7 @@ def finish_rank(error: str | None = None) -> None:
     if w.parallel and not w.main and w.relay is not None:
         w.relay.send("error" if error else "done", error)
         w.relay.close()
+        if error:  # give rank 0 the time to say it: torchrun stops every rank once one has failed
+            import time
+
+            time.sleep(GRACE_S)

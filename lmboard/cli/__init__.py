@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     w = parallel.world()  # under torchrun: every rank joins the job before anything can fail
     code, why = _run(argv)
     if w.parallel and not w.main:
+        if code and why is None:  # typer turned Ctrl-C into an exit code
+            why = "interrupted" if code == 130 else f"stopped with exit code {code}"
         parallel.finish_rank(why if code else None)
         return code
     if why:

@@ -149,3 +149,10 @@ def test_local_judge_on_two_ranks_gives_one_process_board(tmp_path):
     con = sqlite3.connect(tmp_path / "two.db")  # rank 0 stored both ranks' judgments
     assert con.execute("SELECT count(*) FROM judgments").fetchone()[0] == 8
     con.close()
+
+
+def test_a_rank_that_fails_stops_the_job_with_its_line(sp_model_dir, tmp_path):
+    r = torchrun(2, *exam(sp_model_dir, tmp_path, "f"), env={"LMBOARD_FAULT": "engine.batch=1:INT",
+                                                             "LMBOARD_FAULT_RANK": "1"})
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: rank 1: interrupted"), r.stderr
