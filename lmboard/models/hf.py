@@ -112,6 +112,8 @@ class HFModel:
         # transformers warns that packed GGUF weights prefer float32 even when it has
         # unpacked them (no kernel): the weights are plain tensors of our dtype.
         transformers.utils.logging.set_verbosity_error()
+        if os.environ.get("TQDM_DISABLE") == "1":  # --quiet: its "Loading weights" bar too
+            transformers.utils.logging.disable_progress_bar()
         # A reduced dtype rounds weights stored wider (a GGUF file's dequantized blocks, a
         # float32 checkpoint): the model then loads in float32 and keeps those originals
         # for the scoring engine's float32 recheck (exact_weights), so that a rechecked
