@@ -205,8 +205,6 @@ def _classify(spec: ModelSpec, job, out_dir: Path | None, db: Path | None, quiet
 
 def _routed(spec: ModelSpec, settings, concurrency: int, out_dir: Path | None, db: Path | None, quiet: bool,
             threads: int | None) -> None:
-    if world().parallel:
-        raise UsageError("--task shopbench does not run under torchrun yet: run it as one process")
     from lmboard.report.shopbench import shopbench_table, write_shopbench_files
     from lmboard.tasks.shopbench_run import prepare, run_shopbench
 
@@ -216,11 +214,15 @@ def _routed(spec: ModelSpec, settings, concurrency: int, out_dir: Path | None, d
         require_backend(spec, Capability.GENERATE, "--task shopbench (generated answers)")
     prepared = prepare(settings)  # bad data, routes, responses or a missing metric package fail here
     out_path = out_dir or Path("results") / spec.display_name / "shopbench"
-    check_out_dir(out_path)
-    store = open_store(db, quiet)
+    main = world().main  # under torchrun, rank 0 alone opens the store and writes files
+    if main:
+        check_out_dir(out_path)
+    store = open_store(db, quiet) if main else None
     lm = None if settings.responses is not None else load_lm(spec, quiet, threads)
-    with progress_bar(f"shopbench {spec.display_name}", quiet) as update:
+    with progress_bar(f"shopbench {spec.display_name}", quiet or not main) as update:
         result = run_shopbench(lm, spec, settings, store, update, prepared, concurrency)
+    if not main:
+        return
     write_shopbench_files(result, out_path)
     if not quiet:
         out.print(shopbench_table(result))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +22,11 @@ from lmboard.faults import fault
 from lmboard.lm import LM, LocalLM, ModelSpec
 from lmboard.metrics import embedders as emb
 from lmboard.metrics.shopbench import EMBEDDING_METRICS, aggregate, check_metric_packages, score_rows
+from lmboard.parallel import broadcast, world
 from lmboard.store import Store
 from lmboard.tasks.routes import DEFAULT_ROUTES, Route
 from lmboard.tasks.runs import describe, family, run_id, run_key
+from lmboard.tasks.sharded import Sink, shard_of
 from lmboard.tasks.shopbench import (
     Routed,
     ShopBenchSettings,
@@ -111,7 +114,8 @@ def _by_generation(lm: LM, todo: list[Routed], record, done, concurrency: int) -
                            "latency_s": r.latency_s, "error": r.error})
 
 
-def run_shopbench(lm: LM | None, spec: ModelSpec, s: ShopBenchSettings, store: Store, progress: Progress | None = None,
+def run_shopbench(lm: LM | None, spec: ModelSpec, s: ShopBenchSettings, store: Store | None,
+                  progress: Progress | None = None,
                   prepared: Prepared | None = None, concurrency: int = 8) -> dict:
     """Answer what the store does not hold yet (or take ``--responses``), then parse and score."""
     t0 = time.time()
@@ -119,31 +123,42 @@ def run_shopbench(lm: LM | None, spec: ModelSpec, s: ShopBenchSettings, store: S
     info = lm.info() if lm is not None else {"model": spec.to_dict(), "source": "responses"}
     rid, key, fam = identity(spec, info.get("dtype"), s, p)
     total = len(p.routed)
-    with store.run_lock(rid):
-        opened = store.open_run(rid, "shopbench", spec.display_name, key, info, fam)
-        store.say(describe(opened, rid))
-        done = store.sample_keys(rid)
-        n = [len(done & {str(x.row.index) for x in p.routed})]
+    w, n = world(), [0]
 
-        def record(k: str, sample: dict) -> None:
-            store.add_samples(rid, [(k, sample)])
-            done.add(k)
-            n[0] += 1
-            if progress:
-                progress(n[0], total)
-
+    def tick(k: int) -> None:
+        n[0] += k
         if progress:
             progress(n[0], total)
+
+    sink = Sink(store, rid, tick)
+    # under torchrun, this rank's rows, balanced by prompt and answer tokens
+    weights = [len(x.row.prompt) // 4 + x.route.settings().max_new_tokens for x in p.routed]
+    mine = [p.routed[i] for i in shard_of(p.routed, [str(x.row.index) for x in p.routed], info, weights)]
+    with store.run_lock(rid) if w.main else nullcontext():
+        opened = store.open_run(rid, "shopbench", spec.display_name, key, info, fam) if w.main else None
+        if w.main:
+            store.say(describe(opened, rid))
+        done = broadcast(store.sample_keys(rid) if w.main else None)
+        tick(len(done & {str(x.row.index) for x in p.routed}))
+
+        def record(k: str, sample: dict) -> None:
+            sink.add("final", [(k, sample)])
+            done.add(k)
+            sink.tick(1)
+
         engine, t_gen = None, time.time()
         if p.responses is not None:
-            store.add_samples(rid, [(str(i), {"response": r, "by": "responses"}) for i, r in p.responses.items()])
+            if w.main:
+                store.add_samples(rid, [(str(i), {"response": r, "by": "responses"}) for i, r in p.responses.items()])
         else:
             assert lm is not None
-            ll = _loglik_rows(s, p.routed)
+            ll = _loglik_rows(s, mine)
             ll_keys = {x.row.index for x in ll}
             engine = _by_loglik(lm, s, ll, record, done.__contains__)  # type: ignore[arg-type]
-            gen = [x for x in p.routed if x.row.index not in ll_keys]
-            _by_generation(lm, gen, record, done.__contains__, concurrency)
+            _by_generation(lm, [x for x in mine if x.row.index not in ll_keys], record, done.__contains__, concurrency)
+        engine = sink.finish_dict(engine)
+        if not w.main:
+            return {}
         t_score = time.time()
         result = score(p.routed, dict(store.samples(rid)), s)
         old = (store.run(rid) or {}).get("summary") or {}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ALPACA_REF, CHNSENTICORP, MMLU, ROOT, lmboard
+from helpers import ALPACA_REF, CHNSENTICORP, DATA, MMLU, ROOT, lmboard
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 pytestmark = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
@@ -156,3 +156,16 @@ def test_a_rank_that_fails_stops_the_job_with_its_line(sp_model_dir, tmp_path):
                                                              "LMBOARD_FAULT_RANK": "1"})
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: rank 1: interrupted"), r.stderr
+
+
+def test_shopbench_on_two_ranks_gives_one_process_answers(tmp_path):
+    """float32, greedy, the continuous scheduler: the same answers, the same scores."""
+    args = ["eval", "smollm2,dtype=float32", "--task", "shopbench", "--data", str(DATA / "shopbench" / "development.json"),
+            "--tasks", "task2,task12", "--quiet"]
+    one = lmboard(*args, "--out", str(tmp_path / "one"), "--db", str(tmp_path / "one.db"))
+    two = torchrun(2, *args, "--out", str(tmp_path / "two"), "--db", str(tmp_path / "two.db"))
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr, two.stderr)
+    a, b = ([json.loads(x) for x in (tmp_path / t / "samples.jsonl").read_text().splitlines()] for t in ("one", "two"))
+    assert [(r["index"], r["response"], r["score"]) for r in a] == [(r["index"], r["response"], r["score"]) for r in b]
+    sa, sb = (json.loads((tmp_path / t / "scores.json").read_text()) for t in ("one", "two"))
+    assert sa["overall"] == sb["overall"] and sb["provenance"]["parallel"]["world_size"] == 2
