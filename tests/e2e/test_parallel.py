@@ -81,6 +81,10 @@ def test_a_killed_two_rank_run_resumes_with_any_world_size(sp_model_dir, tmp_pat
     again = lmboard(*args) if resume_with == 1 else torchrun(2, *args)
     assert again.returncode == 0, again.stderr
     same_answers(samples(tmp_path / "ref"), samples(tmp_path / "run"))
+    if resume_with == 2:  # the same world size: the same shards and batches, so the very same file
+        whole = torchrun(2, *exam(sp_model_dir, tmp_path, "whole"))
+        assert whole.returncode == 0, whole.stderr
+        assert (tmp_path / "run" / "samples.jsonl").read_text() == (tmp_path / "whole" / "samples.jsonl").read_text()
 
 
 def test_smollm2_mmlu_five_shot_on_two_ranks(tmp_path):
