@@ -195,12 +195,15 @@ class Relay:
             self.inbox.put((src, "error", "stopped without a word (killed, or out of memory); what it finished "
                                           "is in the store, and the same command resumes with any number of ranks"))
 
-    def poll(self, handle: Callable[[int, str, Any], None], until_done: bool = False) -> None:
-        """Hand every message received so far to ``handle``; with ``until_done``, wait
-        for every rank's last. A rank's error stops the job here."""
+    def poll(self, handle: Callable[[int, str, Any], None], until: Callable[[], bool] | None = None) -> None:
+        """Hand every message received so far to ``handle``; with ``until``, wait for
+        messages until it holds (or every other rank has ended). A rank's error stops
+        the job here. A phase's messages after ``until`` holds stay for the next phase."""
         while True:
+            if until is not None and (until() or self._waiting == 0):
+                return
             try:
-                src, kind, payload = self.inbox.get(block=until_done and self._waiting > 0, timeout=None)
+                src, kind, payload = self.inbox.get(block=until is not None)
             except queue.Empty:
                 return
             if kind == "error":
@@ -209,8 +212,6 @@ class Relay:
                 self._done.add(src)
             else:
                 handle(src, kind, payload)
-            if until_done and self._waiting == 0 and self.inbox.empty():
-                return
 
     @property
     def _waiting(self) -> int:

@@ -79,7 +79,7 @@ class Sink:
         if not self.w.main:
             self.w.relay.send("stats", stats.to_dict() if stats is not None else {})
             return stats
-        self.w.relay.poll(self._handle, until_done=True)
+        self.w.relay.poll(self._handle, until=lambda: len(self.others) >= self.w.size - 1)
         if stats is not None:
             for other in self.others:
                 for k, v in other.items():
@@ -96,7 +96,7 @@ class Sink:
         if not self.w.main:
             self.w.relay.send("stats", stats or {})
             return stats
-        self.w.relay.poll(self._handle, until_done=True)
+        self.w.relay.poll(self._handle, until=lambda: len(self.others) >= self.w.size - 1)
         if stats is None:
             return None
         for other in self.others:

@@ -173,3 +173,17 @@ def test_shopbench_on_two_ranks_gives_one_process_answers(tmp_path):
     assert [(r["index"], r["response"], r["score"]) for r in a] == [(r["index"], r["response"], r["score"]) for r in b]
     sa, sb = (json.loads((tmp_path / t / "scores.json").read_text()) for t in ("one", "two"))
     assert sa["overall"] == sb["overall"] and sb["provenance"]["parallel"]["world_size"] == 2
+
+
+def test_generate_for_two_models_on_two_ranks(sp_model_dir, tmp_path):
+    """Each model is a phase of its own: rank 0 stores each model's answers under its run."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"the room was clean {i}\n" for i in range(6)))
+    args = ["generate", "--models", f"hf:{sp_model_dir},dtype=float32,label=a",
+            f"hf:{sp_model_dir},dtype=float32,label=b", "--prompts", str(prompts), "--max-new-tokens", "6",
+            "--greedy", "--raw", "--quiet"]
+    one = lmboard(*args, "--out", str(tmp_path / "one"), "--db", str(tmp_path / "one.db"))
+    two = torchrun(2, *args, "--out", str(tmp_path / "two"), "--db", str(tmp_path / "two.db"))
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr, two.stderr)
+    a, b = (json.loads((tmp_path / t / "output.json").read_text()) for t in ("one", "two"))
+    assert a == b and len(b) == 12 and {e["generator"] for e in b} == {"a", "b"}
