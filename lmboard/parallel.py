@@ -165,9 +165,12 @@ class Relay:
 
         while True:
             msg = self.outbox.get()
-            data = pickle.dumps(msg)
-            dist.send(torch.tensor([len(data)], dtype=torch.int64), 0, group=self.group)
-            dist.send(torch.frombuffer(bytearray(data), dtype=torch.uint8), 0, group=self.group)
+            data = pickle.dumps(msg)  # between the ranks of one job only
+            try:
+                dist.send(torch.tensor([len(data)], dtype=torch.int64), 0, group=self.group)
+                dist.send(torch.frombuffer(bytearray(data), dtype=torch.uint8), 0, group=self.group)
+            except Exception:  # rank 0 has ended (its files written) or failed (it said why)
+                return
             if msg[0] in ("done", "error"):
                 return
 
