@@ -80,7 +80,25 @@ def _init() -> World:
         dist.init_process_group(backend)
     w = World(rank, size, local, local_size, backend)
     w.relay = Relay(w)
+    if w.main:
+        _on_launcher_stop(w.relay)
     return w
+
+
+def _on_launcher_stop(relay: Relay) -> None:
+    """torchrun stops every rank (SIGTERM) once one has failed, maybe before rank 0 has
+    read that rank's last word: rank 0 then says it, or that a rank failed, in one line
+    (the store's open transaction rolls back; what was committed stays)."""
+    import signal
+
+    def stop(signum, frame):
+        for src, kind, payload in list(relay.inbox.queue):
+            if kind == "error":
+                raise RankFailed(f"rank {src}: {payload}")
+        raise RankFailed("a rank failed and the launcher stopped the job; what was stored is kept, "
+                         "and the same command resumes with any number of ranks")
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def threads_per_rank(cores: int) -> int:
