@@ -92,6 +92,7 @@ def _on_launcher_stop(relay: Relay) -> None:
     import signal
 
     def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # once: a second one ends the process
         for src, kind, payload in list(relay.inbox.queue):
             if kind == "error":
                 raise RankFailed(f"rank {src}: {payload}")
@@ -99,6 +100,14 @@ def _on_launcher_stop(relay: Relay) -> None:
                          "and the same command resumes with any number of ranks")
 
     signal.signal(signal.SIGTERM, stop)
+
+
+def job_over() -> None:
+    """Rank 0's job has ended (its line said, if any): a launcher's stop now just ends it."""
+    import signal
+
+    if world().parallel and world().main:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def threads_per_rank(cores: int) -> int:

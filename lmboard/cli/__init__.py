@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     w = parallel.world()  # under torchrun: every rank joins the job before anything can fail
     code, why = _run(argv)
+    parallel.job_over()
     if w.parallel and not w.main:
         if code and why is None:  # typer turned Ctrl-C into an exit code
             why = "interrupted" if code == 130 else f"stopped with exit code {code}"
