@@ -201,10 +201,12 @@ class Relay:
             if msg[0] in ("done", "error"):
                 return
 
-    def close(self) -> None:
-        """Wait until every message has gone (rank != 0)."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Wait until every message has gone (rank != 0), or every other rank's last
+        word has come (rank 0); False if a thread is still at it after ``timeout``."""
         for t in self.threads:
-            t.join()
+            t.join(timeout)
+        return not any(t.is_alive() for t in self.threads)
 
     # rank 0
     def _receive(self, src: int) -> None:
@@ -262,6 +264,34 @@ def broadcast(obj: Any) -> Any:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise RankFailed(f"a rank stopped before the job began ({first})") from None
     return box[0]
+
+
+def leave(code: int) -> None:
+    """The end of a rank's process. Rank 0 waits for every other rank's last word (each
+    sends it right after its share): a gloo receive still waiting when the interpreter
+    tears the process group down aborts the process (``terminate called without an
+    active exception``). With every transfer over, the group is destroyed as torch asks;
+    a rank ending on an error, or left waiting, leaves without running destructors (what
+    it wrote is committed and its streams are flushed)."""
+    w = world()
+    if not w.parallel or w.relay is None:
+        return
+    done = code == 0 and w.relay.close(timeout=4 * GRACE_S)
+    if done:
+        import torch.distributed as dist
+
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - a peer already gone: nothing left to release
+            pass
+        return
+    import logging
+    import sys
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # 0: rank 0 has every result (each rank sent its counters after its rows)
 
 
 def finish_rank(error: str | None = None) -> None:

@@ -63,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         if code and why is None:  # typer turned Ctrl-C into an exit code
             why = "interrupted" if code == 130 else f"stopped with exit code {code}"
         parallel.finish_rank(why if code else None)
+        parallel.leave(code)
         return code
     if why:
         print(why, file=sys.stderr)
+    parallel.leave(code)
     return code
 
 

@@ -57,7 +57,11 @@ def test_local_timings_are_consistent(smollm2_fp32, batch, scheduler):
     assert ttft + 31 * row["itl_s"]["mean"] == pytest.approx(lat, rel=0.05)
     by_hand = independent_engine_rate if scheduler == "continuous" else independent_decode_rate
     rates = [by_hand(smollm2_fp32, batch, 64, 31) for _ in range(3)]
-    assert row["decode_tokens_per_s"] == pytest.approx(statistics.median(rates), rel=0.15)
+    # A cross-check of what is counted, not a timing claim: a shared CI machine moves either
+    # clock by 20% between runs (CI saw 60 vs 51 tokens/s), while a miscount (tokens of the
+    # whole batch vs one row, prefill time inside decode) is off by a factor of 2 or more.
+    ratio = row["decode_tokens_per_s"] / statistics.median(rates)
+    assert 0.6 < ratio < 1.67, (row["decode_tokens_per_s"], rates)
     assert row["peak_rss_mb"] > 100 and row["prefill_tokens_per_s"] > 0
 
 
