@@ -11,6 +11,7 @@ import pytest
 from helpers import DATA, lmboard
 from lmboard.engine import continuation_ids, label_logprobs, render
 from lmboard.lm import ModelSpec
+from lmboard.models.hf import choose_dtype
 from lmboard.store import Store
 from lmboard.tasks.shopbench import ShopBenchSettings, mc_options
 from lmboard.tasks.shopbench_run import prepare, run_shopbench
@@ -54,7 +55,7 @@ def test_development_set_end_to_end(dev_run):
     assert t17["metric"] == "bleu" and t17["row_metrics"] == ["bleu", "jp-bleu"] and "note" in t17
     assert result["overall"] == pytest.approx(sum(t["score"] for t in result["tasks"]) / 18)
     assert set(result["tracks"]) == {s["track"] for s in samples}
-    assert result["provenance"]["dtype"] == "bfloat16" and result["embedders"]["sent-transformer"]
+    assert result["provenance"]["dtype"] == choose_dtype("auto", "cpu") and result["embedders"]["sent-transformer"]
     assert result["parse"] == "official" and len(result["provenance"]["routes"]) == 5
 
 
