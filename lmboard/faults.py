@@ -44,4 +44,6 @@ def fault(point: str) -> None:
     _seen[point] = _seen.get(point, 0) + 1
     count, sig = _plan[point]
     if _seen[point] == count:
+        if sig == signal.SIGINT:  # Ctrl-C as a terminal sends it, even where the launcher
+            signal.signal(sig, signal.default_int_handler)  # (a shell's `cmd &`) left SIGINT ignored
         os.kill(os.getpid(), sig)
