@@ -57,9 +57,10 @@ def test_local_timings_are_consistent(smollm2_fp32, batch, scheduler):
     assert ttft + 31 * row["itl_s"]["mean"] == pytest.approx(lat, rel=0.05)
     by_hand = independent_engine_rate if scheduler == "continuous" else independent_decode_rate
     rates = [by_hand(smollm2_fp32, batch, 64, 31) for _ in range(3)]
-    # A cross-check of what is counted, not a timing claim: a shared CI machine moves either
-    # clock by 20% between runs (CI saw 60 vs 51 tokens/s), while a miscount (tokens of the
-    # whole batch vs one row, prefill time inside decode) is off by a factor of 2 or more.
+    # A cross-check of what is counted, not a timing claim: on a shared CI machine the two
+    # clocks drifted 18% apart (60.1 vs 50.8 tokens/s); counting one row's tokens for the
+    # batch's (or the batch's for one row) is off by the batch size, 4 here. At batch 1 this
+    # band catches only gross errors.
     ratio = row["decode_tokens_per_s"] / statistics.median(rates)
     assert 0.6 < ratio < 1.67, (row["decode_tokens_per_s"], rates)
     assert row["peak_rss_mb"] > 100 and row["prefill_tokens_per_s"] > 0
