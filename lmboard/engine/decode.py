@@ -8,7 +8,7 @@ cache), so every step works on views, never on gathered copies.
 
 One decode step runs B tokens, one per sequence, as a (B, hidden) matrix through the
 packed forward's fused q/k/v and gate/up projections; each new key and value is written
-at its sequence's own position; attention, for a bfloat16 cache, is the native kernel
+at its sequence's own position; attention (bfloat16 or float32 cache) is the native kernel
 (native/decode_attention.c: each sequence over its own length, float32 queries), else
 one fused torch CPU kernel call per layer over the first ``max(length)`` positions with
 an additive mask for each sequence's end. The residual stream stays in float32 as in
@@ -115,7 +115,7 @@ class Decoder:
 
     def __init__(self, pm: PackedModel, weights: DecodeWeights, cache: SlotCache):
         self.pm, self.w, self.cache = pm, weights, cache
-        # decode attention on the native kernel where it compiled (bfloat16 caches)
+        # decode attention on the native kernel where it compiled (bfloat16 and float32 caches)
         self.native = native.applies(pm.dtype, pm.heads, pm.kv_heads, pm.head_dim)
 
     def prefill(self, slots: Sequence[int], rows: Sequence[Sequence[int]], base: PrefixKV | None):

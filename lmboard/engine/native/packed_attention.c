@@ -5,71 +5,57 @@
    log-sum-exp merge. Rows are processed in blocks of consecutive rows of one segment,
    each block with the G query heads of one key/value head (grouped-query attention):
    up to 12 queries share every key and value loaded. The scores of a block go through
-   a register-blocked product (16 keys x 12 queries per step), a float32 softmax with a
-   vectorized exp, and a register-blocked product with the values.
+   a register-blocked product (LMB_VL keys x 12 queries per step: 12 accumulators, one
+   key vector and one broadcast fit AVX2's 16 registers as well as AVX-512's 32), a
+   float32 softmax with a vectorized exp, and a register-blocked product with the values.
 
-   Built at first use with the machine's compiler (engine/native/__init__.py); without
-   AVX-512 lmb_packed_ok() is 0 and the engine keeps torch's fused kernel. Parallel over
-   (block, kv head) with OpenMP (torch's runtime). */
+   Built at first use with the machine's compiler (engine/native/__init__.py), on
+   AVX-512 or AVX2 + FMA (simd.h); without either lmb_packed_ok() is 0 and the engine
+   keeps torch's fused kernel. The two widths sum in different orders, so their results
+   differ in the last bits, as two BLAS builds do. Parallel over (block, kv head) with
+   OpenMP (torch's runtime). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "simd.h"
+
 #define QB 12 /* queries per block */
 
-#ifndef __AVX512F__
+#if !LMB_VL
 int lmb_packed_ok(void) { return 0; }
 int lmb_attend(void) { return -2; }
 #else
-#include <immintrin.h>
-int lmb_packed_ok(void) { return 1; }
-
-static inline __m512 exp512(__m512 x) {
-    /* exp(x) = 2^i * exp(f*ln2), |f| <= 0.5; degree-6 polynomial (relative error ~2e-7). */
-    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
-    const __m512 ln2 = _mm512_set1_ps(0.6931471805599453f);
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    __m512 t = _mm512_mul_ps(x, log2e);
-    __m512 i = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_mul_ps(_mm512_sub_ps(t, i), ln2);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, i);
-}
+int lmb_packed_ok(void) { return LMB_VL; }
 
 /* scores[j][n0 + n] = q[j] . keys[n] for n < nk, keys given transposed: kt[d * ld + n]. */
 static void qk(const float *qs, int D, const float *kt, int64_t ld, int nk, float *scores, int sld, int n0) {
     int n = 0;
-    for (; n < nk; n += 16) {
-        __mmask16 m = nk - n >= 16 ? 0xFFFF : (__mmask16)((1u << (nk - n)) - 1);
-        __m512 acc[QB];
-        for (int j = 0; j < QB; j++) acc[j] = _mm512_setzero_ps();
+    for (; n < nk; n += LMB_VL) {
+        const M m = vmask(nk - n);
+        V acc[QB];
+        for (int j = 0; j < QB; j++) acc[j] = vzero();
         for (int d = 0; d < D; d++) {
-            __m512 kv = _mm512_maskz_loadu_ps(m, kt + d * ld + n);
+            V kv = vloadm(m, kt + d * ld + n);
             const float *qd = qs + d;
-            for (int j = 0; j < QB; j++) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(qd[j * D]), kv, acc[j]);
+            for (int j = 0; j < QB; j++) acc[j] = vfma(vset(qd[j * D]), kv, acc[j]);
         }
-        for (int j = 0; j < QB; j++) _mm512_mask_storeu_ps(scores + j * sld + n0 + n, m, acc[j]);
+        for (int j = 0; j < QB; j++) vstorem(scores + j * sld + n0 + n, m, acc[j]);
     }
 }
 
 /* out[j][:] += sum_n p[j][n0 + n] * vals[n][:] for n < nk; vals rows ldv apart. */
 static void pv(const float *p, int sld, int n0, const float *vals, int64_t ldv, int nk, int D, float *out) {
-    for (int c = 0; c < D; c += 16) {
-        __m512 acc[QB];
-        for (int j = 0; j < QB; j++) acc[j] = _mm512_loadu_ps(out + j * D + c);
+    for (int c = 0; c < D; c += LMB_VL) {
+        V acc[QB];
+        for (int j = 0; j < QB; j++) acc[j] = vload(out + j * D + c);
         for (int n = 0; n < nk; n++) {
-            __m512 vv = _mm512_loadu_ps(vals + n * ldv + c);
+            V vv = vload(vals + n * ldv + c);
             const float *pn = p + n0 + n;
-            for (int j = 0; j < QB; j++) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(pn[j * sld]), vv, acc[j]);
+            for (int j = 0; j < QB; j++) acc[j] = vfma(vset(pn[j * sld]), vv, acc[j]);
         }
-        for (int j = 0; j < QB; j++) _mm512_storeu_ps(out + j * D + c, acc[j]);
+        for (int j = 0; j < QB; j++) vstore(out + j * D + c, acc[j]);
     }
 }
 
@@ -95,25 +81,25 @@ static void one_block(const float *q, const float *kt, const float *v, int T, in
     for (int jq = 0; jq < nq; jq++) {
         float *s = scores + jq * sld;
         const int n = P + (r0 + jq / G) - s0 + 1;
-        __m512 mx = _mm512_set1_ps(-INFINITY);
+        V mx = vset(-INFINITY);
         int i = 0;
-        for (; i + 16 <= n; i += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + i));
-        __mmask16 tail = (__mmask16)((1u << (n - i)) - 1);
-        mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail, s + i));
-        const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-        __m512 sum = _mm512_setzero_ps();
-        for (i = 0; i + 16 <= n; i += 16) {
-            __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(s + i), m));
-            sum = _mm512_add_ps(sum, e);
-            _mm512_storeu_ps(s + i, e);
+        for (; i + LMB_VL <= n; i += LMB_VL) mx = vmax(mx, vload(s + i));
+        const M tail = vmask(n - i);
+        mx = vmax(mx, vor_fill(tail, vloadm(tail, s + i), -INFINITY));
+        const V m = vset(vhmax(mx));
+        V sum = vzero();
+        for (i = 0; i + LMB_VL <= n; i += LMB_VL) {
+            V e = vexp(vsub(vload(s + i), m));
+            sum = vadd(sum, e);
+            vstore(s + i, e);
         }
-        __m512 e = _mm512_maskz_mov_ps(tail, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, s + i), m)));
-        sum = _mm512_add_ps(sum, e);
-        _mm512_mask_storeu_ps(s + i, tail, e);
-        const float inv = 1.0f / _mm512_reduce_add_ps(sum);
-        const __m512 vi = _mm512_set1_ps(inv);
+        V e = vkeep(tail, vexp(vsub(vloadm(tail, s + i), m)));
+        sum = vadd(sum, e);
+        vstorem(s + i, tail, e);
+        const float inv = 1.0f / vsum(sum);
+        const V vi = vset(inv);
         int end = P + ns; /* zero what this query must not see, and normalize */
-        for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(s + i, _mm512_mul_ps(_mm512_loadu_ps(s + i), vi));
+        for (i = 0; i + LMB_VL <= n; i += LMB_VL) vstore(s + i, vmul(vload(s + i), vi));
         for (; i < n; i++) s[i] *= inv;
         for (; i < end; i++) s[i] = 0.0f;
     }
@@ -149,7 +135,7 @@ int lmb_attend(const float *q, const float *kt, const float *v, int T, int H, in
         int n = blocks[3 * b] + blocks[3 * b + 1] - blocks[3 * b + 2];
         if (n > maxs) maxs = n;
     }
-    const int sld = ((maxp + maxs + 15) / 16) * 16 + 16;
+    const int sld = ((maxp + maxs + 15) / 16) * 16 + 16; /* a multiple of both widths */
     int failed = 0;
 #pragma omp parallel
     {
