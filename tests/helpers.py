@@ -18,6 +18,20 @@ CHNSENTICORP = DATA / "chnsenticorp" / "ChnSentiCorp_htl_all.csv"
 ALPACA_REF = DATA / "alpaca_eval" / "reference_gpt4_1106_preview.json"
 
 
+def short_reference(folder: Path, chars: int = 300) -> Path:
+    """The alpaca_eval reference, all 805 instructions, each output cut to ``chars``
+    characters, written into ``folder``. A judge's prompt holds the reference's answer
+    (up to several thousand characters in the real file): cut, every judged pair is a
+    short forward, and the judging logic under test is the same."""
+    import json
+
+    path = folder / f"reference_{chars}.json"
+    if not path.exists():
+        entries = json.loads(ALPACA_REF.read_text())
+        path.write_text(json.dumps([{**e, "output": e["output"][:chars]} for e in entries]))
+    return path
+
+
 def lmboard(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real command line in a subprocess (tests that do are marked slow)."""
     return subprocess.run(

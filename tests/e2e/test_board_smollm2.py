@@ -10,7 +10,7 @@ import json
 import pytest
 
 from browser import chromium, console_errors
-from helpers import ALPACA_REF, MMLU, lmboard
+from helpers import ALPACA_REF, MMLU, lmboard, short_reference
 from lmboard.models.hf import choose_dtype
 
 DEFAULT = choose_dtype("auto", "cpu")  # `smollm2` with no dtype: bfloat16 only where the CPU computes it natively
@@ -29,8 +29,8 @@ def store(tmp_path_factory):
     r = lmboard("generate", "--models", "smollm2", "--prompts", str(prompts), "--out", str(d / "gen"),
                 "--max-new-tokens", "16", *db)
     assert r.returncode == 0, r.stderr
-    r = lmboard("judge", "--outputs", str(d / "gen" / "output.json"), "--reference", str(ALPACA_REF), "--judge",
-                "smollm2,dtype=float32", "--leaderboard", str(d / "lb.csv"), *db)
+    r = lmboard("judge", "--outputs", str(d / "gen" / "output.json"), "--reference", str(short_reference(d)),
+                "--judge", "smollm2,dtype=float32", "--leaderboard", str(d / "lb.csv"), *db)
     assert r.returncode == 0, r.stderr
     r = lmboard("speed", "smollm2", "--prompt-tokens", "16", "--new-tokens", "4", "--batch-sizes", "1,2",
                 "--warmup", "0", "--repeats", "1", "--out", str(d / "speed.json"), *db)

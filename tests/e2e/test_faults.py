@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ALPACA_REF, CHNSENTICORP, MMLU, ROOT, lmboard
+from helpers import ALPACA_REF, CHNSENTICORP, MMLU, ROOT, lmboard, short_reference
 
 KILLED = {"KILL": -signal.SIGKILL, "INT": 130}  # 130: lmboard's exit code after Ctrl-C
 
@@ -167,8 +167,8 @@ def test_local_judge_resumes(tmp_path, fault):
     outputs = tmp_path / "outputs.json"
     ref_entries = json.loads(ALPACA_REF.read_text())[:2]
     outputs.write_text(json.dumps([{**e, "output": e["output"][:200], "generator": "short"} for e in ref_entries]))
-    args = ["judge", "--outputs", str(outputs), "--reference", str(ALPACA_REF), "--judge", "smollm2,dtype=float32",
-            "--both-orders"]
+    args = ["judge", "--outputs", str(outputs), "--reference", str(short_reference(tmp_path)), "--judge",
+            "smollm2,dtype=float32", "--both-orders"]
     ref = lmboard(*args, "--leaderboard", str(tmp_path / "ref" / "board.csv"), "--db", str(tmp_path / "ref.db"), "--quiet")
     assert ref.returncode == 0, ref.stderr
     r = lmboard(*args, "--leaderboard", str(tmp_path / "run" / "board.csv"), "--db", str(tmp_path / "run.db"),

@@ -1,5 +1,6 @@
 """End to end: generate with SmolLM2 twice (greedy, sampled), judge with SmolLM2 served by
-a real `transformers serve`, against the shared gpt4_1106_preview reference."""
+a real `transformers serve`, against the shared gpt4_1106_preview reference (its 805
+instructions, each answer cut to 300 characters to keep the judge's prompts short)."""
 
 import csv
 import json
@@ -8,7 +9,7 @@ import re
 import pytest
 
 from helpers import ALPACA_REF as REF
-from helpers import lmboard
+from helpers import lmboard, short_reference
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def generated(tmp_path_factory):
 def test_board_from_a_served_judge_and_zero_requests_on_rerun(generated, serve, tmp_path):
     board = tmp_path / "board.csv"
     args = ["judge", "--outputs", str(generated / "smollm2-greedy" / "output.json"),
-            str(generated / "smollm2-sampled" / "output.json"), "--reference", str(REF),
+            str(generated / "smollm2-sampled" / "output.json"), "--reference", str(short_reference(tmp_path)),
             "--judge", f"openai:{serve.model}@{serve.url}", "--leaderboard", str(board), "--db", str(tmp_path / "db")]
     r = lmboard(*args)
     assert r.returncode == 0, r.stderr
@@ -66,8 +67,8 @@ def test_judge_bad_input(generated, tmp_path):
 
 def test_local_judge_reads_label_probabilities(generated, tmp_path):
     board = tmp_path / "b.csv"
-    r = lmboard("judge", "--outputs", str(generated / "smollm2-greedy" / "output.json"), "--reference", str(REF),
-                "--judge", "smollm2,dtype=float32", "--both-orders", "--leaderboard", str(board),
+    r = lmboard("judge", "--outputs", str(generated / "smollm2-greedy" / "output.json"), "--reference",
+                str(short_reference(tmp_path)), "--judge", "smollm2,dtype=float32", "--both-orders", "--leaderboard", str(board),
                 "--db", str(tmp_path / "db"))
     assert r.returncode == 0, r.stderr
     (row,) = list(csv.DictReader(open(board)))

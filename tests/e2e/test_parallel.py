@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ALPACA_REF, CHNSENTICORP, DATA, MMLU, ROOT, lmboard
+from helpers import ALPACA_REF, CHNSENTICORP, DATA, MMLU, ROOT, lmboard, short_reference
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 pytestmark = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
@@ -129,8 +129,8 @@ def test_local_judge_on_two_ranks_gives_one_process_board(tmp_path):
     outputs = tmp_path / "outputs.json"
     entries = json.loads(ALPACA_REF.read_text())[:4]
     outputs.write_text(json.dumps([{**e, "output": e["output"][:160], "generator": "short"} for e in entries]))
-    args = ["judge", "--outputs", str(outputs), "--reference", str(ALPACA_REF), "--judge", "smollm2,dtype=float32",
-            "--both-orders", "--quiet"]
+    args = ["judge", "--outputs", str(outputs), "--reference", str(short_reference(tmp_path)), "--judge",
+            "smollm2,dtype=float32", "--both-orders", "--quiet"]
     one = lmboard(*args, "--leaderboard", str(tmp_path / "one.csv"), "--db", str(tmp_path / "one.db"))
     two = torchrun(2, *args, "--leaderboard", str(tmp_path / "two.csv"), "--db", str(tmp_path / "two.db"))
     assert one.returncode == 0 and two.returncode == 0, (one.stderr, two.stderr)
