@@ -10,8 +10,9 @@ overhead when each sequence has a single query, and it reads every key once per 
 head; this kernel reads each key and value once for all the query heads that share
 them and computes in float32 (caches in bfloat16 or float32). It also makes a
 sequence's attention independent of its batch-mates (no padded width). Both are
-written once over the vector operations of simd.h, for AVX-512 or AVX2 + FMA. Built with ``cc -O3 -march=native -fopenmp`` into the cache folder (keyed by the
-source, the flags and the CPU), so it is compiled once per machine; without a compiler,
+written once over the vector operations of simd.h, for AVX-512 or AVX2 + FMA. Built
+with ``cc -O3 -march=native -fopenmp`` into the cache folder (keyed by the source, the
+header, the flags and the CPU), so it is compiled once per machine; without a compiler,
 or if the build fails, or with ``LMBOARD_NATIVE=0``, the engine uses torch's kernel and
 says why in ``why_not()``.
 """
@@ -111,8 +112,8 @@ def decode_attention(q: Any, k: Any, v: Any, lens: Any, scale: float) -> Any:
 
     fns = decode_attention_kernel()
     assert fns is not None and k.dtype == v.dtype and k.is_contiguous() and v.is_contiguous()
-    fn = fns["bf16" if k.dtype == torch.bfloat16 else "f32"]
     assert k.dtype in (torch.bfloat16, torch.float32)
+    fn = fns["bf16" if k.dtype == torch.bfloat16 else "f32"]
     b, h, d = q.shape
     q = q.float().contiguous()
     lens = lens.to(torch.int64).contiguous()
