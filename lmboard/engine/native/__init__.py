@@ -135,47 +135,48 @@ def applies(dtype: Any, heads: int, kv_heads: int, head_dim: int) -> bool:
 QB = 12  # queries per block in packed_attention.c
 
 
-def _load_packed(any_width: bool) -> Callable[..., int] | None:
-    key = "packed_why_any" if any_width else "packed_why"
+def _load_packed() -> tuple[Callable[..., int] | None, int]:
+    """The packed kernel and its vector width (16: AVX-512, 8: AVX2), or (None, 0)."""
     if os.environ.get("LMBOARD_NATIVE", "1") == "0":
-        _STATE[key] = "LMBOARD_NATIVE=0"
-        return None
+        _STATE["packed_why"] = "LMBOARD_NATIVE=0"
+        return None, 0
     try:
         import torch  # noqa: F401  (its OpenMP runtime must be the one loaded)
 
         lib = ctypes.CDLL(str(_build(PACKED_SOURCE)))
     except OSError as e:
-        _STATE[key] = str(e)
-        return None
+        _STATE["packed_why"] = str(e)
+        return None, 0
     width = lib.lmb_packed_ok()
     if not width:
-        _STATE[key] = "no AVX-512 or AVX2 + FMA"
-        return None
-    # At 8 lanes (AVX2) the kernel is exact but not faster than torch's fused kernel
-    # (a 12 x 80-token batch on a 700-token prefix, SmolLM2 float32, 2 cores: 5.18 s
-    # against 4.94 s), so the engine keeps torch's there; the tests still run it.
-    if width < 16 and not any_width:
-        _STATE[key] = "AVX2 only (not faster than torch's kernel at 8 lanes)"
-        return None
+        _STATE["packed_why"] = "no AVX-512 or AVX2 + FMA"
+        return None, 0
     fn = lib.lmb_attend
     i32, ptr = ctypes.c_int, ctypes.c_void_p
     fn.argtypes = [ptr, ptr, ptr, i32, i32, i32, i32, ptr, i32, i32, ptr, ptr, ptr, ptr, ctypes.c_float, ptr]
     fn.restype = ctypes.c_int
-    return fn
+    return fn, width
+
+
+# At 8 lanes (AVX2) the kernel is exact but not faster than torch's fused kernel (a
+# 12 x 80-token batch on a 700-token prefix, SmolLM2 float32, 2 cores: 5.18 s against
+# 4.94 s), so the engine keeps torch's there; the tests still run it (``any_width``).
+_AVX2_ONLY = "AVX2 only (not faster than torch's kernel at 8 lanes)"
 
 
 def packed_attention_kernel(any_width: bool = False) -> Callable[..., int] | None:
     """The compiled packed-attention kernel, or None (``packed_why_not()`` says why).
     The engine takes it on AVX-512 only; ``any_width`` also takes the AVX2 build."""
-    key = "packed_any" if any_width else "packed"
-    if key not in _STATE:
-        _STATE[key] = _load_packed(any_width)
-    return _STATE[key]
+    if "packed" not in _STATE:
+        _STATE["packed"] = _load_packed()
+    fn, width = _STATE["packed"]
+    return fn if width >= 16 or any_width else None
 
 
 def packed_why_not(any_width: bool = False) -> str | None:
-    packed_attention_kernel(any_width)
-    return _STATE.get("packed_why_any" if any_width else "packed_why")
+    if packed_attention_kernel(any_width) is not None:
+        return None
+    return _STATE.get("packed_why", _AVX2_ONLY)
 
 
 class PackedLayout:
@@ -207,7 +208,7 @@ def packed_attention(q: Any, k: Any, v: Any, layout: PackedLayout, prefixes: lis
     ``v``: (T, KH, D)); float32 in and out, (T, H, D)."""
     import torch
 
-    fn = packed_attention_kernel() or packed_attention_kernel(any_width=True)
+    fn = packed_attention_kernel(any_width=True)  # the engine asked packed_applies first
     assert fn is not None
     t, h, d = q.shape
     kh = k.shape[1]
