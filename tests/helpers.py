@@ -52,13 +52,34 @@ class CliResult:
 
 
 def run_cli(*args: str) -> CliResult:
-    """The command line in this process: ``main(argv)`` with its output captured."""
+    """The command line in this process: ``main(argv)`` with its output captured. It
+    saves a subprocess's start (importing torch and transformers: seconds on every call);
+    what a command sets for its process (environment, torch's threads, transformers'
+    progress bars) is put back afterwards, so the next test starts from the same state."""
+    import torch
+
     from lmboard.cli import main
 
+    env, threads = dict(os.environ), torch.get_num_threads()
+    bars = _transformers_bars()
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+        torch.set_num_threads(threads)
+        if bars is not None and "transformers" in sys.modules:
+            logging = sys.modules["transformers"].utils.logging
+            (logging.enable_progress_bar if bars else logging.disable_progress_bar)()
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def _transformers_bars() -> bool | None:
+    if "transformers" not in sys.modules:
+        return None
+    return sys.modules["transformers"].utils.logging.is_progress_bar_enabled()
 
 
 def check_one_line_error(r, *needles: str) -> str:

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from browser import chromium, console_errors
-from helpers import ALPACA_REF, MMLU, lmboard, short_reference
+from helpers import ALPACA_REF, MMLU, run_cli, short_reference
 from lmboard.models.hf import choose_dtype
 
 DEFAULT = choose_dtype("auto", "cpu")  # `smollm2` with no dtype: bfloat16 only where the CPU computes it natively
@@ -21,18 +21,18 @@ def store(tmp_path_factory):
     d = tmp_path_factory.mktemp("board_real")
     db = ["--db", str(d / "db"), "--quiet"]
     for dtype in ("float32", "bfloat16"):
-        r = lmboard("eval", f"smollm2,dtype={dtype}", "--data", str(MMLU), "--subjects", "anatomy,astronomy",
+        r = run_cli("eval", f"smollm2,dtype={dtype}", "--data", str(MMLU), "--subjects", "anatomy,astronomy",
                     "--limit", "8", "--shots", "0", "--out", str(d / f"exam-{dtype}"), *db)
         assert r.returncode == 0, r.stderr
     prompts = d / "prompts.json"
     prompts.write_text(json.dumps(json.loads(ALPACA_REF.read_text())[:4]))
-    r = lmboard("generate", "--models", "smollm2", "--prompts", str(prompts), "--out", str(d / "gen"),
+    r = run_cli("generate", "--models", "smollm2", "--prompts", str(prompts), "--out", str(d / "gen"),
                 "--max-new-tokens", "16", *db)
     assert r.returncode == 0, r.stderr
-    r = lmboard("judge", "--outputs", str(d / "gen" / "output.json"), "--reference", str(short_reference(d)),
+    r = run_cli("judge", "--outputs", str(d / "gen" / "output.json"), "--reference", str(short_reference(d)),
                 "--judge", "smollm2,dtype=float32", "--leaderboard", str(d / "lb.csv"), *db)
     assert r.returncode == 0, r.stderr
-    r = lmboard("speed", "smollm2", "--prompt-tokens", "16", "--new-tokens", "4", "--batch-sizes", "1,2",
+    r = run_cli("speed", "smollm2", "--prompt-tokens", "16", "--new-tokens", "4", "--batch-sizes", "1,2",
                 "--warmup", "0", "--repeats", "1", "--out", str(d / "speed.json"), *db)
     assert r.returncode == 0, r.stderr
     return d
@@ -40,7 +40,7 @@ def store(tmp_path_factory):
 
 def test_board_numbers_are_the_runs_own(store):
     d = store
-    r = lmboard("board", "--db", str(d / "db"), "--format", "json")
+    r = run_cli("board", "--db", str(d / "db"), "--format", "json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     cols = {c["key"]: c for c in doc["columns"]}
@@ -65,7 +65,7 @@ def test_the_page_shows_the_same_numbers(store):
     from selenium.webdriver.common.by import By
 
     d = store
-    r = lmboard("board", "--db", str(d / "db"), "--out", str(d / "board.html"))
+    r = run_cli("board", "--db", str(d / "db"), "--out", str(d / "board.html"))
     assert r.returncode == 0, r.stderr
     acc = json.loads(next((d / "exam-float32").glob("accuracies_*.json")).read_text())["weighted_accuracy"]
     driver = chromium()

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from helpers import CMMLU as CM
-from helpers import lmboard
+from helpers import run_cli
 from lmboard.engine import EngineSettings
 from lmboard.store import Store
 from lmboard.tasks.cmmlu import CMMLU
@@ -39,7 +39,7 @@ def test_cmmlu_5shot_matches_a_plain_reference_loop(smollm2_fp32, tmp_path):
 
 def test_cmmlu_cli_categories(tmp_path):
     out = tmp_path / "out"
-    r = lmboard("eval", "smollm2", "--task", "cmmlu", "--data", str(CM), "--subjects", ",".join(SUBJECTS),
+    r = run_cli("eval", "smollm2", "--task", "cmmlu", "--data", str(CM), "--subjects", ",".join(SUBJECTS),
                 "--limit", "6", "--shots", "1", "--out", str(out), "--db", str(tmp_path / "db"), "--quiet")
     assert r.returncode == 0, r.stderr
     acc = json.loads((out / "accuracies_smollm2.json").read_text())

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import CHNSENTICORP as CSV
-from helpers import lmboard
+from helpers import run_cli
 from lmboard.engine import EngineSettings, LabelItem, continuation_ids, label_logprobs, score_labels
 from lmboard.tasks import classify
 
@@ -70,7 +70,7 @@ def test_engine_label_loglik_equals_the_plain_forward_with_shots(smollm2_fp32):
 @pytest.mark.parametrize("by", ["loglik", "generate"])
 def test_cli_on_chnsenticorp(tmp_path, by):
     out = tmp_path / "o"
-    r = lmboard("eval", "smollm2", "--task", "classify", "--data", str(CSV), "--text-column", "review",
+    r = run_cli("eval", "smollm2", "--task", "classify", "--data", str(CSV), "--text-column", "review",
                 "--label-column", "label", "--labels", "0=负面,1=正面", "--split", "0.8", "--seed", "123",
                 "--test-size", "8", "--shots", "1", "--by", by, "--out", str(out), "--db", str(tmp_path / "db"))
     assert r.returncode == 0, r.stderr

@@ -65,8 +65,9 @@ def test_invariant_to_batch_budget_and_prefix_reuse_in_float32(smollm2_fp32, tmp
 
 def test_calibrated_recheck_flips_no_answer_near_the_decision_boundary(smollm2_fp32):
     """Questions sitting near the boundary: of 120 5-shot questions, the 30 whose two best
-    letters are closest in float32. bfloat16 alone answers some of them otherwise; with
-    the calibrated recheck every answer is float32's, and rescored rows are its logits."""
+    letters are closest in float32. bfloat16's provisional rows answer some of them
+    otherwise; with the calibrated recheck every final answer is float32's, and rescored
+    rows are its logits. (One bfloat16 pass: it is emulated, and slow, on AVX2-only CPUs.)"""
     from lmboard.models.registry import load_model
     from lmboard.models.spec import parse_model_spec
     from unit.test_recheck import argmax, scored, top_gap
@@ -77,9 +78,12 @@ def test_calibrated_recheck_flips_no_answer_near_the_decision_boundary(smollm2_f
     targets = [smollm2_fp32.encode(" " + c, False)[-1] for c in "ABCD"]
     f32, _, _ = scored(smollm2_fp32, pool, targets, 0.0)
     near = sorted(pool, key=lambda it: top_gap(f32[it.key]))[:30]
-    raw, _, _ = scored(bf16, near, targets, 0.0)
-    assert sum(argmax(raw[it.key]) != argmax(f32[it.key]) for it in near) >= 1
     got, checked, stats = scored(bf16, near, targets, None)
+    # every row is first handed on as bfloat16's provisional row (over the float32 prefix
+    # both passes share): bfloat16 alone answers some of these otherwise
+    raw = stats.provisional
+    assert set(raw) == {it.key for it in near}
+    assert sum(argmax(raw[it.key]) != argmax(f32[it.key]) for it in near) >= 1
     assert all(argmax(got[it.key]) == argmax(f32[it.key]) for it in near)
     assert stats.recheck == "calibrated" and 0 < stats.recheck_bound < 0.5
     for k in checked:

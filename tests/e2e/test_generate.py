@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from helpers import ALPACA_REF as REF
-from helpers import ROOT, lmboard
+from helpers import ROOT, lmboard, run_cli
 from lmboard.engine import generate_batched, render
 from lmboard.lm import GenerationSettings, GenRequest
 
@@ -64,12 +64,12 @@ def test_stop_strings_cut_the_answer(smollm2_fp32):
 
 def test_generate_bad_input(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
-    r = lmboard("generate", "--models", "smollm2", "--prompts", str(tmp_path / "empty.txt"))
+    r = run_cli("generate", "--models", "smollm2", "--prompts", str(tmp_path / "empty.txt"))
     assert r.returncode == 2 and "no prompts" in r.stderr
     (tmp_path / "p.txt").write_text("hi\n")
-    r = lmboard("generate", "--models", "nosuch", "--prompts", str(tmp_path / "p.txt"))
+    r = run_cli("generate", "--models", "nosuch", "--prompts", str(tmp_path / "p.txt"))
     assert r.returncode == 2 and "unknown model alias" in r.stderr
-    r = lmboard("generate", "--models", "openai:m@http://127.0.0.1:9/v1", "--prompts", str(tmp_path / "p.txt"),
+    r = run_cli("generate", "--models", "openai:m@http://127.0.0.1:9/v1", "--prompts", str(tmp_path / "p.txt"),
                 "--db", str(tmp_path / "db"), "--quiet")
     assert r.returncode == 2 and "unreachable" in r.stderr and "Traceback" not in r.stderr
 
@@ -99,7 +99,7 @@ def test_openai_backend_against_a_real_server(serve, tmp_path):
     assert "sk-secret-test-value" not in blob
     assert {e["generator"] for e in json.loads((tmp_path / "o" / "output.json").read_text())} == {"served"}
     # a model the server does not have: one line
-    r = lmboard("generate", "--models", f"openai:no/such/model@{serve.url}", "--prompts", str(tmp_path / "p.txt"),
+    r = run_cli("generate", "--models", f"openai:no/such/model@{serve.url}", "--prompts", str(tmp_path / "p.txt"),
                 "--db", str(tmp_path / "db"), "--quiet")
     assert r.returncode in (1, 2) and "Traceback" not in r.stderr
 

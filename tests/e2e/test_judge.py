@@ -9,7 +9,7 @@ import re
 import pytest
 
 from helpers import ALPACA_REF as REF
-from helpers import lmboard, short_reference
+from helpers import run_cli, short_reference
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def generated(tmp_path_factory):
     prompts = d / "prompts.json"
     prompts.write_text(json.dumps(json.loads(REF.read_text())[:10]))
     for label, flags in (("smollm2-greedy", ["--greedy"]), ("smollm2-sampled", ["--do-sample", "--temperature", "0.9"])):
-        r = lmboard("generate", "--models", f"smollm2,label={label}", "--prompts", str(prompts), "--out",
+        r = run_cli("generate", "--models", f"smollm2,label={label}", "--prompts", str(prompts), "--out",
                     str(d / label), "--max-new-tokens", "48", "--db", str(d / "db"), "--quiet", *flags)
         assert r.returncode == 0, r.stderr
     return d
@@ -29,7 +29,7 @@ def test_board_from_a_served_judge_and_zero_requests_on_rerun(generated, serve, 
     args = ["judge", "--outputs", str(generated / "smollm2-greedy" / "output.json"),
             str(generated / "smollm2-sampled" / "output.json"), "--reference", str(short_reference(tmp_path)),
             "--judge", f"openai:{serve.model}@{serve.url}", "--leaderboard", str(board), "--db", str(tmp_path / "db")]
-    r = lmboard(*args)
+    r = run_cli(*args)
     assert r.returncode == 0, r.stderr
     first = int(re.search(r"judge requests sent: (\d+)", r.stdout).group(1))
     assert first >= 20  # 2 generators x 10 instructions (+ retries of unparsable answers)
@@ -43,7 +43,7 @@ def test_board_from_a_served_judge_and_zero_requests_on_rerun(generated, serve, 
     missing = json.loads(board.with_suffix(".missing.json").read_text())
     assert len(missing["smollm2-greedy"]["not_in_outputs"]) == 795
     first_board = board.read_text()
-    again = lmboard(*args)
+    again = run_cli(*args)
     assert again.returncode == 0, again.stderr
     assert "judge requests sent: 0" in again.stdout
     assert board.read_text() == first_board  # the cached judgments rebuild the same board
@@ -52,22 +52,22 @@ def test_board_from_a_served_judge_and_zero_requests_on_rerun(generated, serve, 
 def test_judge_bad_input(generated, tmp_path):
     no_gen = tmp_path / "nogen.json"
     no_gen.write_text(json.dumps([{"instruction": "x", "output": "y"}]))
-    r = lmboard("judge", "--outputs", str(no_gen), "--reference", str(REF), "--judge", "smollm2")
+    r = run_cli("judge", "--outputs", str(no_gen), "--reference", str(REF), "--judge", "smollm2")
     assert r.returncode == 2 and "nogen.json: entry 0: missing field 'generator'" in r.stderr
-    r = lmboard("judge", "--outputs", str(generated / "smollm2-greedy" / "output.json"), "--reference", str(REF),
+    r = run_cli("judge", "--outputs", str(generated / "smollm2-greedy" / "output.json"), "--reference", str(REF),
                 "--judge", "openai:m@http://127.0.0.1:9/v1", "--leaderboard", str(tmp_path / "b.csv"),
                 "--db", str(tmp_path / "db"), "--quiet")
     assert r.returncode == 2 and "unreachable" in r.stderr and "Traceback" not in r.stderr
     bad_ref = tmp_path / "ref.json"
     bad_ref.write_text(json.dumps([{"instruction": "something else", "output": "z"}]))
-    r = lmboard("judge", "--outputs", str(generated / "smollm2-greedy" / "output.json"), "--reference", str(bad_ref),
+    r = run_cli("judge", "--outputs", str(generated / "smollm2-greedy" / "output.json"), "--reference", str(bad_ref),
                 "--judge", "smollm2", "--db", str(tmp_path / "db"))
     assert r.returncode == 2 and "no instruction in common" in r.stderr
 
 
 def test_local_judge_reads_label_probabilities(generated, tmp_path):
     board = tmp_path / "b.csv"
-    r = lmboard("judge", "--outputs", str(generated / "smollm2-greedy" / "output.json"), "--reference",
+    r = run_cli("judge", "--outputs", str(generated / "smollm2-greedy" / "output.json"), "--reference",
                 str(short_reference(tmp_path)), "--judge", "smollm2,dtype=float32", "--both-orders", "--leaderboard", str(board),
                 "--db", str(tmp_path / "db"))
     assert r.returncode == 0, r.stderr
@@ -83,7 +83,7 @@ def test_single_mode_grades_with_a_plugin_judge(generated, tmp_path):
         "def grader(texts, **kw):\n"
         "    return ['Fine. [[7]]' if 'Reference answer' in t else 'no grade' for t in texts]\n")
     board = tmp_path / "single.csv"
-    r = lmboard("judge", "--mode", "single", "--outputs", str(generated / "smollm2-greedy" / "output.json"),
+    r = run_cli("judge", "--mode", "single", "--outputs", str(generated / "smollm2-greedy" / "output.json"),
                 "--reference", str(REF), "--judge", "plugin:grader", "--plugins", str(tmp_path / "grader.py"),
                 "--leaderboard", str(board), "--db", str(tmp_path / "db"))
     assert r.returncode == 0, r.stderr

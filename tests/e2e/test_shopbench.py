@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import DATA, lmboard
+from helpers import DATA, lmboard, run_cli
 from lmboard.engine import continuation_ids, label_logprobs, render
 from lmboard.lm import ModelSpec
 from lmboard.models.hf import choose_dtype
@@ -34,7 +34,7 @@ def read(out: Path) -> tuple[dict, list[dict]]:
 def dev_run(tmp_path_factory):
     """The whole development set through the command line, at the model's default dtype."""
     tmp = tmp_path_factory.mktemp("sb")
-    r = lmboard("eval", "smollm2", "--task", "shopbench", "--data", str(DEV), "--db", str(tmp / "db"),
+    r = run_cli("eval", "smollm2", "--task", "shopbench", "--data", str(DEV), "--db", str(tmp / "db"),
                 "--out", str(tmp / "out"))
     assert r.returncode == 0, r.stderr
     return tmp, r, *read(tmp / "out")
@@ -62,7 +62,7 @@ def test_development_set_end_to_end(dev_run):
 def test_lenient_rescoring_and_responses_reuse_the_answers(dev_run):
     tmp, _, first, samples = dev_run
     # The same command with --parse lenient: the stored answers are parsed again, no model runs.
-    again = lmboard("eval", "smollm2", "--task", "shopbench", "--data", str(DEV), "--db", str(tmp / "db"),
+    again = run_cli("eval", "smollm2", "--task", "shopbench", "--data", str(DEV), "--db", str(tmp / "db"),
                     "--out", str(tmp / "lenient"), "--parse", "lenient", "--quiet")
     assert again.returncode == 0, again.stderr
     lenient, lsamples = read(tmp / "lenient")
@@ -105,14 +105,14 @@ def test_killed_run_resumes_to_the_same_answers(tmp_path):
     store = Store(tmp_path / "db")
     stored = dict(store.samples(store.runs("shopbench")[0]["id"]))
     assert len(stored) == 5
-    resumed = lmboard(*args("db", "out"))
+    resumed = run_cli(*args("db", "out"))
     assert resumed.returncode == 0, resumed.stderr
     scores, samples = read(tmp_path / "out")
     assert len(samples) == 16
     for s in samples:  # what was stored before the kill is kept as it was
         if str(s["index"]) in stored:
             assert s["response"] == stored[str(s["index"])]["response"]
-    whole = lmboard(*args("ref.db", "ref"))
+    whole = run_cli(*args("ref.db", "ref"))
     assert whole.returncode == 0, whole.stderr
     ref_scores, ref_samples = read(tmp_path / "ref")
     assert samples == ref_samples

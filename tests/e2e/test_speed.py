@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from helpers import lmboard
+from helpers import lmboard, run_cli
 from lmboard.speed.local import SpeedSettings, measure_local, synthetic_prompts
 
 
@@ -76,12 +76,12 @@ def test_speed_cli_writes_json_plot_and_store(tmp_path):
     assert {"torch_threads", "cpus", "processor"} <= set(rec["hardware"]) and rec["provenance"]["dtype"]
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     assert "TTFT" in r.stdout
-    r = lmboard("speed", "--batch-sizes", "0,x")
+    r = run_cli("speed", "--batch-sizes", "0,x")
     assert r.returncode == 2 and "--batch-sizes" in r.stderr
 
 
 def test_endpoint_speed_against_a_real_server(serve, tmp_path):
-    r = lmboard("speed", f"openai:{serve.model}@{serve.url}", "--concurrency", "1,2", "--num-requests", "4",
+    r = run_cli("speed", f"openai:{serve.model}@{serve.url}", "--concurrency", "1,2", "--num-requests", "4",
                 "--prompt-tokens", "32", "--new-tokens", "8", "--out", str(tmp_path / "e.json"), "--db", str(tmp_path / "db"))
     assert r.returncode == 0, r.stderr
     rows = json.loads((tmp_path / "e.json").read_text())["results"]
@@ -90,6 +90,6 @@ def test_endpoint_speed_against_a_real_server(serve, tmp_path):
         assert row["error_rate"] == 0 and row["requests"] == 4
         assert 0 < row["output_tokens"] <= 4 * 8
         assert row["ttft_s"]["median"] <= row["latency_s"]["median"]
-    r = lmboard("speed", "openai:m@http://127.0.0.1:9/v1", "--num-requests", "2", "--concurrency", "1",
+    r = run_cli("speed", "openai:m@http://127.0.0.1:9/v1", "--num-requests", "2", "--concurrency", "1",
                 "--db", str(tmp_path / "db"))
     assert r.returncode == 2 and "unreachable" in r.stderr and "Traceback" not in r.stderr
