@@ -11,7 +11,14 @@ twice: in float32 (answers comparable token for token) and at its default dtype
 (bfloat16 on CPUs with AMX or AVX-512 BF16). Prints the times, the ratios, the share of
 identical answers (by task type), and the official scores; also the ratio to the time
 lmboard spent answering alone (its run's own timing: no imports, load or metrics), the
-like of the loop's; last line: one JSON object.
+like of the loop's.
+
+It also prints the floor of any exact float32 answering on this machine: the matrix
+products no method can skip (each distinct prompt prefix's position through the model
+once, however prefixes are shared; each new token but the first once more; the LM head
+once per token chosen), at the best float32 matmul rate measured here. The loop's time
+over that floor is the largest ratio any float32 run could reach here, with imports,
+load, attention and metrics free. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ SEED_ROUTES = ROOT / "lmboard" / "data" / "shopbench" / "routes_seed003.yaml"
 sys.path.insert(0, str(ROOT))
 
 
-def kit_loop(routed) -> tuple[dict[int, str], int, float]:
+def kit_loop(routed) -> tuple[dict[int, str], int, float, list[list[int]], list[int]]:
     """One generate per row, float32, greedy, the seed's terminators (EOS and <|im_end|>)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -40,7 +47,7 @@ def kit_loop(routed) -> tuple[dict[int, str], int, float]:
     tok = AutoTokenizer.from_pretrained(smollm2_dir(), gguf_file=SMOLLM2_FILE)
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir(), gguf_file=SMOLLM2_FILE, dtype=torch.float32).eval()
     terminators = [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")]
-    answers, n_tokens = {}, 0
+    answers, n_tokens, prompts, counts = {}, 0, [], []
     t0 = time.perf_counter()
     for x in routed:
         req = x.route.request(str(x.row.index), x.fields)
@@ -53,7 +60,27 @@ def kit_loop(routed) -> tuple[dict[int, str], int, float]:
         n = next((i for i, t in enumerate(new) if t in terminators), len(new))
         n_tokens += n
         answers[x.row.index] = tok.decode(new[:n], skip_special_tokens=True)
-    return answers, n_tokens, time.perf_counter() - t0
+        prompts.append(ids.input_ids[0].tolist())
+        counts.append(min(n + 1, len(new)))  # the terminator is chosen too
+    return answers, n_tokens, time.perf_counter() - t0, prompts, counts
+
+
+HIDDEN, LAYERS, INTER, VOCAB, KV = 576, 30, 1536, 49152, 192  # SmolLM2-135M
+
+
+def float32_floor(prompts: list[list[int]], new_tokens: list[int]) -> tuple[float, int, float]:
+    """(seconds, distinct prefix positions, float32 matmul FLOP/s) of the products any
+    exact float32 run of these prompts and answers must compute, at the best 2048^3
+    float32 matmul rate measured here (a position's keys and values depend on its whole
+    prefix, so each distinct prefix is computed at least once)."""
+    from mmlu_vs_lm_eval import matmul_peak
+
+    distinct = {tuple(p[: i + 1]) for p in prompts for i in range(len(p))}
+    body = 2 * LAYERS * (HIDDEN * (HIDDEN + 2 * KV + HIDDEN) + 3 * HIDDEN * INTER)
+    head = 2 * HIDDEN * VOCAB
+    work = len(distinct) * body + sum(max(n - 1, 0) for n in new_tokens) * body + sum(new_tokens) * head
+    peak = matmul_peak("float32")
+    return work / peak, len(distinct), peak
 
 
 def main() -> None:
@@ -72,7 +99,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         lb = {dtype: lmboard_run(tmp / dtype, dtype, args) for dtype in ("float32", "auto")}
-        loop, loop_tokens, loop_time = kit_loop(routed)
+        loop, loop_tokens, loop_time, prompts, counts = kit_loop(routed)
+        floor_s, distinct, peak = float32_floor(prompts, counts)
         resp = tmp / "loop.jsonl"
         resp.write_text("".join(json.dumps({"index": i, "response": r}) + "\n" for i, r in loop.items()))
         from lmboard.lm import ModelSpec
@@ -82,7 +110,11 @@ def main() -> None:
     print(f"{len(routed)} rows, routes {args.routes.name}, greedy, SmolLM2")
     print(f"kit loop (float32, one generate per row, load excluded): {loop_time:.1f} s, {loop_tokens} new tokens "
           f"({loop_tokens / loop_time:.1f} tokens/s); official score {loop_score:.4f}")
-    summary = {"rows": len(routed), "loop_s": round(loop_time, 1), "loop_score": round(loop_score, 4)}
+    print(f"float32 floor here: {sum(map(len, prompts))} prompt tokens, {distinct} distinct prefix positions, "
+          f"{sum(counts)} tokens chosen; at {peak / 1e9:.0f} GFLOP/s (best float32 matmul measured here): "
+          f"{floor_s:.1f} s of products, so no exact float32 run can exceed {loop_time / floor_s:.2f}x the loop here")
+    summary = {"rows": len(routed), "loop_s": round(loop_time, 1), "loop_score": round(loop_score, 4),
+               "floor_fp32_s": round(floor_s, 1), "max_ratio_fp32": round(loop_time / floor_s, 2)}
     for dtype, (wall, answers, score, used, timing) in lb.items():
         same = {x.row.index: answers[x.row.index] == loop[x.row.index] for x in routed}
         by_type: dict[str, list[bool]] = {}
