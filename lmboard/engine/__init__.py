@@ -4,7 +4,7 @@ The engine knows the LM protocol (lmboard/lm.py), never a backend. Its public na
 
     score_last, ScoreItem, EngineSettings, ScoreHooks, EngineStats   scoring.py
     score_labels, LabelItem, continuation_ids, label_logprobs        continuations.py
-    generate, stream, generate_batched, render                       generation.py
+    generate, generate_groups, stream, generate_batched, render      generation.py
 
 Inside: plan.py (what runs where, pure), prefix_cache.py, recheck.py, runner.py (the
 runner protocol), packed.py and kv.py (the two runners), prefix_attention.py, arch.py
@@ -13,11 +13,11 @@ transformers_api.py (every call into transformers' internals).
 """
 
 from lmboard.engine.continuations import LabelItem, continuation_ids, label_logprobs, score_labels
-from lmboard.engine.generation import generate, generate_batched, render, stream
+from lmboard.engine.generation import generate, generate_batched, generate_groups, render, stream
 from lmboard.engine.scoring import EngineSettings, EngineStats, ScoreHooks, ScoreItem, score_last
 
 __all__ = [
     "score_last", "ScoreItem", "EngineSettings", "ScoreHooks", "EngineStats",
     "score_labels", "LabelItem", "continuation_ids", "label_logprobs",
-    "generate", "stream", "generate_batched", "render",
+    "generate", "generate_groups", "stream", "generate_batched", "render",
 ]

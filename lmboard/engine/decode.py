@@ -15,8 +15,8 @@ an additive mask for each sequence's end. The residual stream stays in float32 a
 the packed forward.
 
 Prompts are prefilled on the packed forward itself: many prompts per forward, no
-padding, on top of the prompts' common start (computed once), and their caches copied
-into free slots.
+padding, each on top of the start it shares with others (computed once, scheduler.py),
+and their caches copied into free slots.
 
 Matrix products in bfloat16 run on weights reordered once for oneDNN (prepacked): the
 plain ``linear`` reorders its weight on every call, which at decode batch sizes costs
@@ -118,14 +118,19 @@ class Decoder:
         # decode attention on the native kernel where it compiled (bfloat16 and float32 caches)
         self.native = native.applies(pm.dtype, pm.heads, pm.kv_heads, pm.head_dim)
 
-    def prefill(self, slots: Sequence[int], rows: Sequence[Sequence[int]], base: PrefixKV | None):
-        """Run each row on top of ``base`` (the rows' common start, or None) into its
-        slot; returns the final-normed hidden state at each row's last token (float32)."""
-        n = base.length if base is not None else 0
-        h, kvs = self.pm.forward([Segment(list(r[n:]), base) for r in rows], kv_out=True)
-        for slot, kv in zip(slots, kvs, strict=True):
+    def prefill(self, slots: Sequence[int], rows: Sequence[Sequence[int]],
+                bases: PrefixKV | None | Sequence[PrefixKV | None]):
+        """Run each row on top of its base (a start it shares with others, already run;
+        one for all rows, one per row, or None) into its slot; returns the final-normed
+        hidden state at each row's last token (float32)."""
+        per_row = bases if isinstance(bases, (list, tuple)) else [bases] * len(rows)
+        segs = [Segment(list(r[b.length if b is not None else 0:]), b) for r, b in zip(rows, per_row, strict=True)]
+        h, kvs = self.pm.forward(segs, kv_out=True)
+        for slot, kv, base in zip(slots, kvs, per_row, strict=True):
+            n = 0
             if base is not None:
                 self.cache.put(slot, base)
+                n = base.length
             self.cache.put(slot, kv, n)
         return h
 
@@ -175,13 +180,29 @@ class Decoder:
         """The argmax token of each row. In reduced precision the head's logits are
         rounded (bfloat16 keeps 8 bits: two tokens can tie); the best few are computed
         again in float32 and the largest of those wins, as a float32 head would pick."""
+        if self.pm.dtype == _float32():
+            return self.w.head(h).argmax(-1)
+        return self.candidates(h, candidates)[0][:, 0]
+
+    def candidates(self, h, k: int = 4):
+        """Each row's best ``k`` tokens and their logits in float32, best first (the
+        logits computed again in float32 from the float32 hidden state where the head
+        runs in reduced precision)."""
         import torch
 
         logits = self.w.head(h.to(self.pm.dtype))
         if logits.dtype == torch.float32:
-            return logits.argmax(-1)
-        top = logits.topk(candidates, dim=-1).indices
+            val, top = logits.topk(k, dim=-1)
+            return top, val
+        top = logits.topk(k, dim=-1).indices
         exact = torch.einsum("bh,bch->bc", h.float(), self.w.head_weight[top].float())
         if self.w.head_bias is not None:
             exact = exact + self.w.head_bias[top].float()
-        return top.gather(1, exact.argmax(-1, keepdim=True))[:, 0]
+        val, order = exact.sort(dim=-1, descending=True, stable=True)
+        return top.gather(1, order), val
+
+
+def _float32():
+    import torch
+
+    return torch.float32

@@ -202,20 +202,51 @@ def generate_continuous(lm: LocalLM, pm: Any, requests: Sequence[GenRequest], se
     """The requests not skipped, answered by the continuous-batching scheduler, each
     yielded the moment it ends. An answer depends on its prompt (and the seed), not on
     the other prompts in flight."""
-    gc = generation_config(lm, settings)
-    eff = effective_settings(gc, settings)
-    todo = [r for r in requests if skip is None or not skip(r.key)]
-    rendered = [render(lm, r, settings) for r in todo]
-    ids = [lm.encode(t, s) for t, s in rendered]
-    if not todo:
+    yield from _continuous_groups(lm, pm, [(requests, settings)], skip, sched)
+
+
+def generate_groups(lm: LM, groups: Sequence[tuple[Sequence[GenRequest], GenerationSettings]],
+                    skip: Callable[[str], bool] | None = None, concurrency: int = 8) -> Iterator[GenResult]:
+    """Several request sets, each with its own settings (a routed benchmark's routes).
+    Where the continuous scheduler runs the model, the sets that sample alike decode in
+    one job: a set's short answers free their slots for the others' long ones, instead
+    of each set draining its own batch to a few sequences; shared starts run once, across
+    sets too (scheduler.py's trie). Elsewhere each set is one ``generate`` call."""
+    pm = None
+    if Capability.LOGITS in lm.capabilities:
+        pm, _ = packed_for(lm.model, lm.device)  # type: ignore[attr-defined]
+    if pm is None:
+        for reqs, settings in groups:
+            yield from generate(lm, reqs, settings, concurrency=concurrency, skip=skip)
         return
-    job = DecodeJob(ids, [r.key for r in todo], gc.max_new_tokens, SamplingConfig.from_generation_config(gc),
-                    settings.seed, _stop_check(lm, settings.stop))
-    eos = set(gc.eos_token_id or [])
-    for f in run_continuous(pm, lm.model.get_output_embeddings(), job, sched):
-        text, n, finish = _answer(lm, f.tokens, eos, settings)
-        yield GenResult(todo[f.index].key, text, rendered[f.index][0], len(ids[f.index]), n, f.latency_s, finish,
-                        {**eff, "scheduler": "continuous", "max_batch": f.slots})
+    yield from _continuous_groups(lm, pm, groups, skip, SchedulerSettings())  # type: ignore[arg-type]
+
+
+def _continuous_groups(lm: LocalLM, pm: Any, groups: Sequence[tuple[Sequence[GenRequest], GenerationSettings]],
+                       skip: Callable[[str], bool] | None, sched: SchedulerSettings) -> Iterator[GenResult]:
+    """One decode job per sampling configuration and seed over the groups' requests not
+    skipped, longest answer limit first (admitted first when slots are short)."""
+    gcs = [generation_config(lm, st) for _, st in groups]
+    jobs: dict[tuple, list[tuple[int, GenRequest, str, list[int]]]] = {}
+    for g, (reqs, st) in enumerate(groups):
+        for r in reqs:
+            if skip is None or not skip(r.key):
+                text, special = render(lm, r, st)
+                key = (SamplingConfig.from_generation_config(gcs[g]), st.seed)
+                jobs.setdefault(key, []).append((g, r, text, lm.encode(text, special)))
+    head = lm.model.get_output_embeddings()
+    for (cfg, seed), items in jobs.items():
+        items.sort(key=lambda t: -gcs[t[0]].max_new_tokens)  # stable: a single group keeps its order
+        stops = {g: _stop_check(lm, groups[g][1].stop) for g in {t[0] for t in items}}
+        job = DecodeJob([t[3] for t in items], [t[1].key for t in items], max(gcs[t[0]].max_new_tokens for t in items),
+                        cfg, seed, limits=[gcs[t[0]].max_new_tokens for t in items],
+                        stops=[stops[t[0]] for t in items])
+        for f in run_continuous(pm, head, job, sched):
+            g, req, text, ids = items[f.index]
+            st = groups[g][1]
+            out, n, finish = _answer(lm, f.tokens, set(cfg.eos), st)
+            yield GenResult(req.key, out, text, len(ids), n, f.latency_s, finish,
+                            {**effective_settings(gcs[g], st), "scheduler": "continuous", "max_batch": f.slots})
 
 
 def generate_static(lm: LocalLM, requests: Sequence[GenRequest], settings: GenerationSettings,

@@ -7,6 +7,11 @@ available (or ``memory_bytes``), capped by ``max_batch``. On out-of-memory durin
 the newer half of the sequences in flight go back to the queue (they restart from their
 prompt) and N halves, as the scoring engine halves its batches.
 
+Prompts that share a start (a system prompt; a task's instructions after it) run it
+once: the shared starts form a trie, each node computed on its parent's cache, and each
+prompt prefills only its own tokens on its deepest node. Each prompt has its own answer
+limit and stop check, so several recipes (a routed benchmark's routes) decode in one job.
+
 Everything here is tokens: the caller renders prompts, turns tokens into text and
 records results (generation.py). Each finished sequence is handed out the moment it
 ends, so a killed run loses no finished answer.
@@ -26,7 +31,7 @@ from typing import Any
 from lmboard.engine.batching import is_oom
 from lmboard.engine.decode import Decoder, DecodeWeights, SlotCache, cache_bytes_per_token
 from lmboard.engine.packed import PackedModel, PrefixKV, Segment
-from lmboard.engine.plan import in_order
+from lmboard.engine.plan import MIN_SHARED, common_prefix_len, in_order
 from lmboard.engine.prefill import common_start
 from lmboard.engine.sampling import SamplingConfig, choose, new_generator, process
 
@@ -54,6 +59,19 @@ class DecodeJob:
     sampling: SamplingConfig
     seed: int = 0
     stopped: Callable[[list[int]], bool] | None = None  # a stop string has appeared in these tokens
+    # Several recipes in one job (a routed benchmark's routes): per prompt, its own limit
+    # and stop check (None: the job's).
+    limits: Sequence[int] | None = None
+    stops: Sequence[Callable[[list[int]], bool] | None] | None = None
+    # greedy: keep each step's best tokens and their float32 logits (Finished.steps), for
+    # the float32 recheck of answers decoded in reduced precision (recheck_gen.py)
+    watch: bool = False
+
+    def limit(self, i: int) -> int:
+        return self.limits[i] if self.limits is not None else self.max_new_tokens
+
+    def stop(self, i: int) -> Callable[[list[int]], bool] | None:
+        return self.stops[i] if self.stops is not None else self.stopped
 
 
 @dataclass
@@ -62,6 +80,7 @@ class Finished:
     tokens: list[int]  # the new tokens, an end-of-turn token last if one ended it
     latency_s: float
     slots: int  # sequences the scheduler could hold when it ended
+    steps: list[tuple[list[int], list[float]]] | None = None  # DecodeJob.watch: per step, best tokens, logits
 
 
 @dataclass
@@ -70,6 +89,7 @@ class _Seq:
     t0: float
     gen: Any
     new: list[int] = field(default_factory=list)
+    steps: list[tuple[list[int], list[float]]] = field(default_factory=list)
 
 
 def plan_slots(pm: PackedModel, capacity: int, n: int, sched: SchedulerSettings) -> int:
@@ -104,7 +124,7 @@ def _prepack_fits(pm: PackedModel, head: Any) -> bool:
 class Scheduler:
     def __init__(self, pm: PackedModel, head: Any, job: DecodeJob, sched: SchedulerSettings):
         self.job, self.sched, self.pm = job, sched, pm
-        capacity = max(len(p) for p in job.prompts) + job.max_new_tokens
+        capacity = max(len(p) + job.limit(i) for i, p in enumerate(job.prompts))
         self.slots = plan_slots(pm, capacity, len(job.prompts), sched)
         while True:
             try:
@@ -117,15 +137,40 @@ class Scheduler:
         self.dec = Decoder(pm, _weights(pm, head), cache)
         self.waiting: deque[int] = deque(range(len(job.prompts)))
         self.active: list[_Seq] = []
-        self.base: PrefixKV | None = None
+        self.base_of: dict[int, PrefixKV | None] = {}  # prompt -> the shared start it runs on
+
+    def _bases(self) -> None:
+        """The prompts' shared starts as a trie, each node run once on its parent's cache:
+        prompts that share at least MIN_SHARED tokens beyond their parent's start get a
+        node of their own (a system prompt, then a task's instructions under it). One
+        packed forward per trie level; a prompt runs its own tokens on its deepest node."""
+        prompts = self.job.prompts
+        level: list[tuple[list[int], int, PrefixKV | None]] = [(list(range(len(prompts))), 0, None)]
+        while level:
+            grow = []  # (members, tokens shared with the parent, tokens shared, parent's cache)
+            for idx, n, base in level:
+                for run in _runs(prompts, idx, n + MIN_SHARED):
+                    if len(run) == 1:
+                        self.base_of[run[0]] = base
+                    else:
+                        grow.append((run, n, common_start([prompts[i] for i in run]), base))
+            level = []
+            for chunk in in_order([m - n for _, n, m, _ in grow], self.sched.prefill_tokens):
+                parts = [grow[c] for c in chunk]
+                kvs = self.pm.forward([Segment(list(prompts[run[0]][n:m]), base) for run, n, m, base in parts],
+                                      kv_out=True)[1]
+                level += [(run, m, kv if base is None else base.extended(kv))
+                          for (run, _, m, base), kv in zip(parts, kvs, strict=True)]
+
+    def _base_len(self, i: int) -> int:
+        base = self.base_of[i]
+        return base.length if base is not None else 0
 
     def run(self) -> Iterator[Finished]:
         import torch
 
-        n = common_start(self.job.prompts)
         with torch.inference_mode():
-            if n:
-                self.base = self.pm.forward([Segment(list(self.job.prompts[0][:n]))], kv_out=True)[1][0]
+            self._bases()
             while self.waiting or self.active:
                 try:
                     if self.waiting and len(self.active) < self.slots:
@@ -139,13 +184,13 @@ class Scheduler:
 
     def _admit(self) -> Iterator[Finished]:
         take = list(itertools.islice(self.waiting, self.slots - len(self.active)))
-        n = self.base.length if self.base is not None else 0
-        for chunk in in_order([len(self.job.prompts[i]) - n for i in take], self.sched.prefill_tokens):
+        for chunk in in_order([len(self.job.prompts[i]) - self._base_len(i) for i in take], self.sched.prefill_tokens):
             idx = [take[c] for c in chunk]
             first = len(self.active)
             if self.sched.oom_guard:
                 self.sched.oom_guard(first + len(idx), int(self.dec.cache.lens[:first].sum()))
-            h = self.dec.prefill(range(first, first + len(idx)), [self.job.prompts[i] for i in idx], self.base)
+            h = self.dec.prefill(range(first, first + len(idx)), [self.job.prompts[i] for i in idx],
+                                 [self.base_of[i] for i in idx])
             now = time.perf_counter()
             for i in idx:
                 self.waiting.popleft()  # admitted only now: a failed prefill leaves them waiting
@@ -169,7 +214,12 @@ class Scheduler:
         hand out the finished ones and compact the slots."""
         seqs = self.active[first:first + int(h.shape[0])]
         cfg = self.job.sampling
-        if cfg.plain_greedy:
+        if cfg.plain_greedy and self.job.watch:
+            top, val = self.dec.candidates(h)
+            nxt = top[:, 0].tolist()
+            for s, t, v in zip(seqs, top.tolist(), val.tolist(), strict=True):
+                s.steps.append((t, v))
+        elif cfg.plain_greedy:
             nxt = self.dec.greedy(h).tolist()
         else:
             logits = process(cfg, self.dec.logits(h), [list(self.job.prompts[s.index]) + s.new for s in seqs],
@@ -180,8 +230,8 @@ class Scheduler:
         done = []
         for slot, (s, t) in enumerate(zip(seqs, nxt, strict=True), start=first):
             s.new.append(int(t))
-            if t in cfg.eos or len(s.new) >= self.job.max_new_tokens or (
-                    self.job.stopped is not None and self.job.stopped(s.new)):
+            stop = self.job.stop(s.index)
+            if t in cfg.eos or len(s.new) >= self.job.limit(s.index) or (stop is not None and stop(s.new)):
                 done.append(slot)
         now = time.perf_counter()
         for slot in sorted(done, reverse=True):
@@ -193,7 +243,7 @@ class Scheduler:
                 self.dec.cache.move(last, slot)
                 self.active[slot] = self.active[last]
             self.active.pop()
-            yield Finished(s.index, s.new, now - s.t0, self.slots)
+            yield Finished(s.index, s.new, now - s.t0, self.slots, s.steps if self.job.watch else None)
 
     def _back_off(self) -> None:
         """Out of memory: N halves; sequences beyond it go back to the front of the queue
@@ -202,6 +252,20 @@ class Scheduler:
         for s in reversed(self.active[self.slots:]):
             self.waiting.appendleft(s.index)
         del self.active[self.slots:]
+
+
+def _runs(prompts: Sequence[Sequence[int]], idx: list[int], shared: int) -> list[list[int]]:
+    """``idx`` in runs that share at least ``shared`` leading tokens (each keeping its last
+    token its own), in the order of their ids."""
+    order = sorted(idx, key=lambda i: list(prompts[i]))
+    runs = [[order[0]]]
+    for a, b in zip(order, order[1:], strict=False):
+        n = min(common_prefix_len(prompts[a], prompts[b]), len(prompts[a]) - 1, len(prompts[b]) - 1)
+        if n >= shared:
+            runs[-1].append(b)
+        else:
+            runs.append([b])
+    return runs
 
 
 def run_continuous(pm: PackedModel, head: Any, job: DecodeJob, sched: SchedulerSettings) -> Iterator[Finished]:

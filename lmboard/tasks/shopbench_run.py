@@ -4,9 +4,13 @@ multiple choice) -> store -> parsers -> the kit's metrics.
 The store holds each raw answer the moment it is produced (a killed run loses at most
 the answers in flight; the same command resumes). Parsing and scoring happen after, from
 the stored answers: ``--parse`` is not part of the run's identity, so re-scoring with the
-other parser reruns no model. Generation runs batched across the rows that share a route
-(the kit's batch_predict batches by task type); a route's batches are planned over all
-its rows, so a resumed run batches, and answers, as an uninterrupted one.
+other parser reruns no model. Generation runs batched (the kit's batch_predict batches by
+task type): on a local model every route's rows decode in one continuous-batching job,
+each row with its route's settings, so one route's short answers leave room for another's
+long ones and shared prompt starts run once. An answer depends on its prompt, not on its
+batch-mates (up to float rounding where a shared start ends, which the other prompts
+decide), so a resumed run answers as an uninterrupted one. Endpoints answer one route at
+a time.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmboard.engine import LabelItem, continuation_ids, generate, render, score_labels
+from lmboard.engine import LabelItem, continuation_ids, generate_groups, render, score_labels
 from lmboard.faults import fault
 from lmboard.lm import LM, LocalLM, ModelSpec
 from lmboard.metrics import embedders as emb
@@ -99,19 +103,20 @@ def _by_loglik(lm: LocalLM, s: ShopBenchSettings, todo: list[Routed], record, do
 
 
 def _by_generation(lm: LM, todo: list[Routed], record, done, concurrency: int) -> None:
+    """Each route's rows with its own settings, all routes in one decode job where the
+    model runs locally (a route's short answers leave room for another's long ones)."""
     groups: dict[Route, list[Routed]] = {}  # by route (a user's route may share a built-in's name)
     for x in todo:
         groups.setdefault(x.route, []).append(x)
-    for group in groups.values():
-        route = group[0].route
-        reqs = [route.request(str(x.row.index), x.fields) for x in group]
-        for r in generate(lm, reqs, route.settings(), concurrency=concurrency, skip=done):
-            if done(r.key):
-                continue  # a batch with one answer left runs whole: the others are stored
-            fault("generate.result")
-            record(r.key, {"response": r.output, "by": "generate", "prompt_tokens": r.prompt_tokens,
-                           "output_tokens": r.output_tokens, "finish_reason": r.finish_reason,
-                           "latency_s": r.latency_s, "error": r.error})
+    sets = [([route.request(str(x.row.index), x.fields) for x in group], route.settings())
+            for route, group in groups.items()]
+    for r in generate_groups(lm, sets, skip=done, concurrency=concurrency):
+        if done(r.key):
+            continue  # a batch with one answer left runs whole: the others are stored
+        fault("generate.result")
+        record(r.key, {"response": r.output, "by": "generate", "prompt_tokens": r.prompt_tokens,
+                       "output_tokens": r.output_tokens, "finish_reason": r.finish_reason,
+                       "latency_s": r.latency_s, "error": r.error})
 
 
 def run_shopbench(lm: LM | None, spec: ModelSpec, s: ShopBenchSettings, store: Store | None,

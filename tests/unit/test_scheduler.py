@@ -1,13 +1,14 @@
 """The continuous-batching scheduler on a tiny random Llama (float32): slots reused as
 sequences finish, answers independent of batch-mates (greedy and seeded sampling), end
-tokens and stop strings cut where they should, memory sizing and out-of-memory back-off."""
+tokens and stop strings cut where they should, several recipes in one job, memory sizing
+and out-of-memory back-off."""
 
 from __future__ import annotations
 
 import pytest
 
 from lmboard.engine.batching import InjectedOOM
-from lmboard.engine.generation import generate_batched
+from lmboard.engine.generation import generate_batched, generate_groups
 from lmboard.engine.packed import packed_for
 from lmboard.engine.sampling import SamplingConfig
 from lmboard.engine.scheduler import DecodeJob, SchedulerSettings, plan_slots, run_continuous
@@ -117,3 +118,28 @@ def test_out_of_memory_backs_off_and_gives_the_same_answers(tiny_sp):
     assert max(seen) > 3 and min(r.settings["max_batch"] for r in got.values()) <= 3
     with pytest.raises(InjectedOOM):
         answers(tiny_sp, reqs[:1], GREEDY, oom_guard=lambda s, p: (_ for _ in ()).throw(InjectedOOM("always")))
+
+
+def test_groups_in_one_job_answer_as_each_group_alone(tiny_sp):
+    """Routes with their own limits, stops and prefixes (a shared start per group) decode
+    in one job with the same answers as one job per group; sampled groups run apart."""
+    head = "the staff was clean and the room "
+    a = [GenRequest(f"a{i}", text=head + " ".join(WORDS[i:i + 3])) for i in range(4)]
+    b = [GenRequest(f"b{i}", text="time " + " ".join(WORDS[i + 2:i + 6])) for i in range(3)]
+    short = GenerationSettings(max_new_tokens=3, do_sample=False, raw=True, ignore_eos=True)
+    free = answers(tiny_sp, b, GenerationSettings(**{**GREEDY.to_dict(), "max_new_tokens": 9}))
+    stop = free["b1"].output[len(free["b1"].output) // 2:][:2]
+    assert stop.strip()
+    long = GenerationSettings(max_new_tokens=9, do_sample=False, raw=True, ignore_eos=True, stop=(stop,))
+    sampled = GenerationSettings(max_new_tokens=5, do_sample=True, temperature=1.2, seed=3, raw=True, ignore_eos=True)
+    c = prompts(2, start=30)
+    sets = [(a, short), (b, long), (c, sampled)]
+    together = {r.key: r for r in generate_groups(tiny_sp, sets)}
+    apart = {r.key: r for reqs, st in sets for r in generate_batched(tiny_sp, reqs, st)}
+    assert {k: r.output for k, r in together.items()} == {k: r.output for k, r in apart.items()}
+    assert all(together[r.key].output_tokens == 3 for r in a)
+    assert together["b1"].finish_reason == "stop" and stop not in together["b1"].output
+    assert {k for k, r in together.items() if r.finish_reason == "length"} >= {r.key for r in a}
+    assert set(together) == {r.key for reqs, _ in sets for r in reqs}
+    skipped = {r.key for r in generate_groups(tiny_sp, sets, skip=lambda k: k.startswith("a"))}
+    assert skipped == {r.key for r in b + c}
