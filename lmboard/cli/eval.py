@@ -44,6 +44,9 @@ RESPONSES_OPT = typer.Option(None, help="Score these answers (JSONL: index or in
 EMBEDDER_OPT = typer.Option(None, help="METRIC=PATH: a local sentence-transformers model for a metric (repeatable)",
                             rich_help_panel=ROUTED)
 ENGINE = "Scoring engine (speed only, except --recheck-margin)"
+RECHECK_HELP = ("bf16/fp16: answer again on the float32 model the answers whose top two logits are closer than this: "
+                "auto (exams: twice the largest bf16 error measured in the run; ShopBench's greedy answers: 0.05 at "
+                "their closest decision), a number, or 0 (off)")
 
 
 def eval_cmd(
@@ -87,9 +90,7 @@ def eval_cmd(
     prefix_reuse: bool = typer.Option(True, help="Compute each shared few-shot prefix once", rich_help_panel=ENGINE),
     packed: bool = typer.Option(True, help="Packed forward for Llama-family models on CPU (off: transformers')",
                                 rich_help_panel=ENGINE),
-    recheck_margin: str = typer.Option("auto", help="bf16/fp16: rescore on the float32 model answers whose top two "
-                                       "logits are closer than this: auto (twice the largest bf16 error measured "
-                                       "in the run), a number, or 0 (off)", rich_help_panel=ENGINE),
+    recheck_margin: str = typer.Option("auto", help=RECHECK_HELP, rich_help_panel=ENGINE),
 ) -> None:
     """Score a model on an exam (MMLU, CMMLU, C-Eval), a classification task or a routed benchmark (ShopBench)."""
     kind = getattr(TASKS.get(task), "kind", "exam")

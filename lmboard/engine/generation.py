@@ -23,6 +23,8 @@ from typing import Any
 
 from lmboard.engine import transformers_api
 from lmboard.engine.batching import pack, run_with_backoff
+from lmboard.engine.continuous import continuous_groups, generate_continuous
+from lmboard.engine.genbase import effective_settings, finish_answer, generation_config, render
 from lmboard.engine.packed import packed_for
 from lmboard.engine.prefill import applies as unpadded_applies
 from lmboard.engine.prefill import padded_cache
@@ -44,64 +46,6 @@ from lmboard.lm import (
 # CPU; on this class of machine decode throughput stops growing past ~32 sequences.
 CPU_GEN_BUDGET = 32 * 640
 MAX_BATCH = 64
-
-
-def render(lm: LocalLM, req: GenRequest, settings: GenerationSettings) -> tuple[str, bool]:
-    """(prompt text, whether the tokenizer should add its special tokens)."""
-    if settings.raw or req.text is not None and not req.messages:
-        text = req.text if req.text is not None else "\n\n".join(m["content"] for m in req.messages)
-        return text, True
-    messages = list(req.messages)
-    if settings.system and not any(m["role"] == "system" for m in messages):
-        messages.insert(0, {"role": "system", "content": settings.system})
-    # The template already holds BOS and the turn markers.
-    return lm.render_chat(messages), False
-
-
-def generation_config(lm: LocalLM, settings: GenerationSettings):
-    """The model's own generation_config, overridden only where the user spoke."""
-    import copy
-
-    gc = copy.deepcopy(lm.model.generation_config)
-    gc.max_new_tokens = settings.max_new_tokens
-    gc.max_length = None
-    if settings.min_new_tokens is not None:
-        gc.min_new_tokens = settings.min_new_tokens
-    for name in ("temperature", "top_p", "top_k", "repetition_penalty"):
-        v = getattr(settings, name)
-        if v is not None:
-            setattr(gc, name, v)
-    if settings.do_sample is not None:
-        gc.do_sample = settings.do_sample
-    if not gc.do_sample:  # greedy: sampling knobs do not apply (and transformers warns)
-        gc.temperature, gc.top_p, gc.top_k = None, None, None
-    gc.eos_token_id = None if settings.ignore_eos else lm.eos_token_ids()
-    gc.pad_token_id = lm.tokenizer.pad_token_id
-    return gc
-
-
-def effective_settings(gc, settings: GenerationSettings) -> dict:
-    return {
-        "max_new_tokens": gc.max_new_tokens,
-        "min_new_tokens": getattr(gc, "min_new_tokens", None),
-        "do_sample": bool(gc.do_sample),
-        "temperature": gc.temperature if gc.do_sample else None,
-        "top_p": gc.top_p if gc.do_sample else None,
-        "top_k": gc.top_k if gc.do_sample else None,
-        "repetition_penalty": gc.repetition_penalty,
-        "eos_token_id": gc.eos_token_id,
-        "stop": list(settings.stop),
-        "seed": settings.seed,
-        "system": settings.system,
-        "raw": settings.raw,
-    }
-
-
-def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    idx = [text.find(s) for s in stops if s and s in text]
-    if not idx:
-        return text, False
-    return text[: min(idx)], True
 
 
 SCHEDULERS = ("continuous", "static")
@@ -156,19 +100,6 @@ def _left_padded(ids: list[list[int]], pad: int):
     return x, mask
 
 
-def _answer(lm: LocalLM, new: list[int], eos: set[int], settings: GenerationSettings) -> tuple[str, int, str]:
-    """(text, tokens before the stop, finish reason) of one row's new tokens."""
-    n, hit_eos = len(new), False
-    for j, t in enumerate(new):
-        if t in eos:
-            n, hit_eos = j, True
-            break
-    text, hit_stop = cut_at_stop(lm.tokenizer.decode(new[:n], skip_special_tokens=True), settings.stop)
-    if not hit_eos and n == len(new) and n < settings.max_new_tokens:
-        hit_stop = True  # generation ended early: a stop string matched
-    return text, n, "stop" if hit_eos or hit_stop else "length"
-
-
 def generate_batched(lm: LocalLM, requests: Sequence[GenRequest], settings: GenerationSettings,
                      batch_size: int | None = None, skip: Callable[[str], bool] | None = None,
                      scheduler: str = "continuous", sched: SchedulerSettings | None = None) -> Iterator[GenResult]:
@@ -183,35 +114,18 @@ def generate_batched(lm: LocalLM, requests: Sequence[GenRequest], settings: Gene
         yield from generate_static(lm, requests, settings, batch_size, skip)
 
 
-def _stop_check(lm: LocalLM, stops: Sequence[str]) -> Callable[[list[int]], bool] | None:
-    """Whether a stop string has appeared in an answer's tokens: only the tail is decoded
-    (each token is at least one character, so the last len(stop) + 8 tokens hold it)."""
-    if not stops:
-        return None
-    width = max(len(s) for s in stops) + 8
-
-    def stopped(new: list[int]) -> bool:
-        tail = lm.tokenizer.decode(new[-width:], skip_special_tokens=True)
-        return any(s and s in tail for s in stops)
-
-    return stopped
-
-
-def generate_continuous(lm: LocalLM, pm: Any, requests: Sequence[GenRequest], settings: GenerationSettings,
-                        skip: Callable[[str], bool] | None, sched: SchedulerSettings) -> Iterator[GenResult]:
-    """The requests not skipped, answered by the continuous-batching scheduler, each
-    yielded the moment it ends. An answer depends on its prompt (and the seed), not on
-    the other prompts in flight."""
-    yield from _continuous_groups(lm, pm, [(requests, settings)], skip, sched)
-
-
 def generate_groups(lm: LM, groups: Sequence[tuple[Sequence[GenRequest], GenerationSettings]],
-                    skip: Callable[[str], bool] | None = None, concurrency: int = 8) -> Iterator[GenResult]:
+                    skip: Callable[[str], bool] | None = None, concurrency: int = 8,
+                    recheck: float = 0.0) -> Iterator[GenResult]:
     """Several request sets, each with its own settings (a routed benchmark's routes).
     Where the continuous scheduler runs the model, the sets that sample alike decode in
     one job: a set's short answers free their slots for the others' long ones, instead
     of each set draining its own batch to a few sequences; shared starts run once, across
-    sets too (scheduler.py's trie). Elsewhere each set is one ``generate`` call."""
+    sets too (scheduler.py's trie). Elsewhere each set is one ``generate`` call.
+
+    ``recheck`` (greedy, in a reduced dtype): an answer one of whose decisions came
+    within this many logits of a tie (its two best tokens, their logits recomputed in
+    float32) is decoded again on the float32 model, so that it is float32's answer."""
     pm = None
     if Capability.LOGITS in lm.capabilities:
         pm, _ = packed_for(lm.model, lm.device)  # type: ignore[attr-defined]
@@ -219,34 +133,7 @@ def generate_groups(lm: LM, groups: Sequence[tuple[Sequence[GenRequest], Generat
         for reqs, settings in groups:
             yield from generate(lm, reqs, settings, concurrency=concurrency, skip=skip)
         return
-    yield from _continuous_groups(lm, pm, groups, skip, SchedulerSettings())  # type: ignore[arg-type]
-
-
-def _continuous_groups(lm: LocalLM, pm: Any, groups: Sequence[tuple[Sequence[GenRequest], GenerationSettings]],
-                       skip: Callable[[str], bool] | None, sched: SchedulerSettings) -> Iterator[GenResult]:
-    """One decode job per sampling configuration and seed over the groups' requests not
-    skipped, longest answer limit first (admitted first when slots are short)."""
-    gcs = [generation_config(lm, st) for _, st in groups]
-    jobs: dict[tuple, list[tuple[int, GenRequest, str, list[int]]]] = {}
-    for g, (reqs, st) in enumerate(groups):
-        for r in reqs:
-            if skip is None or not skip(r.key):
-                text, special = render(lm, r, st)
-                key = (SamplingConfig.from_generation_config(gcs[g]), st.seed)
-                jobs.setdefault(key, []).append((g, r, text, lm.encode(text, special)))
-    head = lm.model.get_output_embeddings()
-    for (cfg, seed), items in jobs.items():
-        items.sort(key=lambda t: -gcs[t[0]].max_new_tokens)  # stable: a single group keeps its order
-        stops = {g: _stop_check(lm, groups[g][1].stop) for g in {t[0] for t in items}}
-        job = DecodeJob([t[3] for t in items], [t[1].key for t in items], max(gcs[t[0]].max_new_tokens for t in items),
-                        cfg, seed, limits=[gcs[t[0]].max_new_tokens for t in items],
-                        stops=[stops[t[0]] for t in items])
-        for f in run_continuous(pm, head, job, sched):
-            g, req, text, ids = items[f.index]
-            st = groups[g][1]
-            out, n, finish = _answer(lm, f.tokens, set(cfg.eos), st)
-            yield GenResult(req.key, out, text, len(ids), n, f.latency_s, finish,
-                            {**effective_settings(gcs[g], st), "scheduler": "continuous", "max_batch": f.slots})
+    yield from continuous_groups(lm, pm, groups, skip, SchedulerSettings(), recheck)  # type: ignore[arg-type]
 
 
 def generate_static(lm: LocalLM, requests: Sequence[GenRequest], settings: GenerationSettings,
@@ -276,7 +163,7 @@ def generate_static(lm: LocalLM, requests: Sequence[GenRequest], settings: Gener
                                     tokenizer=lm.tokenizer if settings.stop else None, **cache)
         latency = time.perf_counter() - t0
         for row, i in enumerate(idx):
-            text, n, finish = _answer(lm, out[row, x.shape[1]:].tolist(), eos, settings)
+            text, n, finish = finish_answer(lm, out[row, x.shape[1]:].tolist(), eos, settings)
             results.append(GenResult(requests[i].key, text, rendered[i][0], len(ids[i]), n, latency, finish,
                                      {**eff, "scheduler": "static", "batch_size": len(idx)}))
 

@@ -66,6 +66,9 @@ class DecodeJob:
     # greedy: keep each step's best tokens and their float32 logits (Finished.steps), for
     # the float32 recheck of answers decoded in reduced precision (recheck_gen.py)
     watch: bool = False
+    # each prompt's start already run (a verified answer's keys and values: verify_greedy);
+    # None: the prompts' shared-start trie
+    bases: Sequence[PrefixKV | None] | None = None
 
     def limit(self, i: int) -> int:
         return self.limits[i] if self.limits is not None else self.max_new_tokens
@@ -139,29 +142,6 @@ class Scheduler:
         self.active: list[_Seq] = []
         self.base_of: dict[int, PrefixKV | None] = {}  # prompt -> the shared start it runs on
 
-    def _bases(self) -> None:
-        """The prompts' shared starts as a trie, each node run once on its parent's cache:
-        prompts that share at least MIN_SHARED tokens beyond their parent's start get a
-        node of their own (a system prompt, then a task's instructions under it). One
-        packed forward per trie level; a prompt runs its own tokens on its deepest node."""
-        prompts = self.job.prompts
-        level: list[tuple[list[int], int, PrefixKV | None]] = [(list(range(len(prompts))), 0, None)]
-        while level:
-            grow = []  # (members, tokens shared with the parent, tokens shared, parent's cache)
-            for idx, n, base in level:
-                for run in _runs(prompts, idx, n + MIN_SHARED):
-                    if len(run) == 1:
-                        self.base_of[run[0]] = base
-                    else:
-                        grow.append((run, n, common_start([prompts[i] for i in run]), base))
-            level = []
-            for chunk in in_order([m - n for _, n, m, _ in grow], self.sched.prefill_tokens):
-                parts = [grow[c] for c in chunk]
-                kvs = self.pm.forward([Segment(list(prompts[run[0]][n:m]), base) for run, n, m, base in parts],
-                                      kv_out=True)[1]
-                level += [(run, m, kv if base is None else base.extended(kv))
-                          for (run, _, m, base), kv in zip(parts, kvs, strict=True)]
-
     def _base_len(self, i: int) -> int:
         base = self.base_of[i]
         return base.length if base is not None else 0
@@ -170,7 +150,9 @@ class Scheduler:
         import torch
 
         with torch.inference_mode():
-            self._bases()
+            bases = self.job.bases if self.job.bases is not None else shared_starts(
+                self.pm, self.job.prompts, self.sched.prefill_tokens)
+            self.base_of = dict(enumerate(bases))
             while self.waiting or self.active:
                 try:
                     if self.waiting and len(self.active) < self.slots:
@@ -252,6 +234,61 @@ class Scheduler:
         for s in reversed(self.active[self.slots:]):
             self.waiting.appendleft(s.index)
         del self.active[self.slots:]
+
+
+def shared_starts(pm: PackedModel, prompts: Sequence[Sequence[int]], prefill_tokens: int) -> list[PrefixKV | None]:
+    """The prompts' shared starts as a trie, each node run once on its parent's cache:
+    prompts that share at least MIN_SHARED tokens beyond their parent's start get a node
+    of their own (a system prompt, then a task's instructions under it). One packed
+    forward per trie level; per prompt, its deepest node (each prompt keeps at least its
+    last token its own)."""
+    base_of: list[PrefixKV | None] = [None] * len(prompts)
+    level: list[tuple[list[int], int, PrefixKV | None]] = [(list(range(len(prompts))), 0, None)] if prompts else []
+    while level:
+        grow = []  # (members, tokens shared with the parent, tokens shared, parent's cache)
+        for idx, n, base in level:
+            for run in _runs(prompts, idx, n + MIN_SHARED):
+                if len(run) == 1:
+                    base_of[run[0]] = base
+                else:
+                    grow.append((run, n, common_start([prompts[i] for i in run]), base))
+        level = []
+        for chunk in in_order([m - n for _, n, m, _ in grow], prefill_tokens):
+            parts = [grow[c] for c in chunk]
+            kvs = pm.forward([Segment(list(prompts[run[0]][n:m]), base) for run, n, m, base in parts], kv_out=True)[1]
+            level += [(run, m, kv if base is None else base.extended(kv))
+                      for (run, _, m, base), kv in zip(parts, kvs, strict=True)]
+    return base_of
+
+
+def verify_greedy(pm: PackedModel, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
+                  prefill_tokens: int = 2048) -> list[tuple[int, int, PrefixKV] | None]:
+    """Greedy answers (decoded elsewhere: in bfloat16) checked on ``pm`` (the float32
+    twin) in one teacher-forced forward per batch, as speculative decoding checks a
+    draft: per answer, None if ``pm``'s greedy choice is each of its tokens in turn,
+    else (j, t, kv): its first j tokens are ``pm``'s, ``pm`` chooses t next, and kv holds
+    ``pm``'s keys and values of the prompt and those j tokens (to decode on from)."""
+    import torch
+
+    bases = shared_starts(pm, prompts, prefill_tokens)
+    full = [list(p) + list(a[:-1]) for p, a in zip(prompts, answers, strict=True)]
+    starts = [b.length if b is not None else 0 for b in bases]
+    out: list[tuple[int, int, PrefixKV] | None] = [None] * len(prompts)
+    with torch.inference_mode():
+        for chunk in in_order([len(f) - n for f, n in zip(full, starts, strict=True)], prefill_tokens):
+            h, kvs = pm.forward([Segment(full[i][starts[i]:], bases[i]) for i in chunk], keep="all", kv_out=True)
+            end = 0
+            for i, kv in zip(chunk, kvs, strict=True):
+                end += len(full[i]) - starts[i]
+                logits = h[end - len(answers[i]):end] @ pm.head_w.float().T
+                if pm.head_b is not None:
+                    logits = logits + pm.head_b.float()
+                pred = logits.argmax(-1).tolist()
+                j = next((t for t, (x, y) in enumerate(zip(pred, answers[i], strict=True)) if x != y), None)
+                if j is not None:
+                    whole = kv if bases[i] is None else bases[i].extended(kv)
+                    out[i] = (j, pred[j], whole.sliced(len(prompts[i]) + j))
+    return out
 
 
 def _runs(prompts: Sequence[Sequence[int]], idx: list[int], shared: int) -> list[list[int]]:

@@ -21,7 +21,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmboard.engine import LabelItem, continuation_ids, generate_groups, render, score_labels
+from lmboard.engine import GEN_RECHECK, LabelItem, continuation_ids, generate_groups, render, score_labels
 from lmboard.faults import fault
 from lmboard.lm import LM, LocalLM, ModelSpec
 from lmboard.metrics import embedders as emb
@@ -72,7 +72,7 @@ def _loglik_rows(s: ShopBenchSettings, routed: list[Routed]) -> list[Routed]:
 def identity(spec: ModelSpec, dtype: str | None, s: ShopBenchSettings, p: Prepared) -> tuple[str, dict, str]:
     routes = [r.to_dict() for r in (*s.routes, *DEFAULT_ROUTES)]
     key = run_key(spec, dtype, data=str(Path(s.data).resolve()), data_hash=p.data_hash, tasks=list(s.tasks),
-                  routes=routes, mc_by=s.mc_by,
+                  routes=routes, mc_by=s.mc_by, gen_recheck=gen_recheck(s) if dtype != "float32" else None,
                   responses=stable_hash(sorted(p.responses.items())) if p.responses is not None else None)
     return run_id("shopbench", key), key, family("shopbench", spec, data=str(Path(s.data).resolve()))
 
@@ -102,7 +102,13 @@ def _by_loglik(lm: LocalLM, s: ShopBenchSettings, todo: list[Routed], record, do
     return score_labels(lm, items, s.engine, on_item, skip=done).to_dict()
 
 
-def _by_generation(lm: LM, todo: list[Routed], record, done, concurrency: int) -> None:
+def gen_recheck(s: ShopBenchSettings) -> float:
+    """The margin under which a greedy answer decoded in bfloat16 is decoded again in
+    float32 (engine/continuous.py): ``--recheck-margin``, or GEN_RECHECK for auto."""
+    return GEN_RECHECK if s.engine.recheck_margin is None else s.engine.recheck_margin
+
+
+def _by_generation(lm: LM, todo: list[Routed], record, done, concurrency: int, recheck: float) -> None:
     """Each route's rows with its own settings, all routes in one decode job where the
     model runs locally (a route's short answers leave room for another's long ones)."""
     groups: dict[Route, list[Routed]] = {}  # by route (a user's route may share a built-in's name)
@@ -110,13 +116,14 @@ def _by_generation(lm: LM, todo: list[Routed], record, done, concurrency: int) -
         groups.setdefault(x.route, []).append(x)
     sets = [([route.request(str(x.row.index), x.fields) for x in group], route.settings())
             for route, group in groups.items()]
-    for r in generate_groups(lm, sets, skip=done, concurrency=concurrency):
+    for r in generate_groups(lm, sets, skip=done, concurrency=concurrency, recheck=recheck):
         if done(r.key):
             continue  # a batch with one answer left runs whole: the others are stored
         fault("generate.result")
         record(r.key, {"response": r.output, "by": "generate", "prompt_tokens": r.prompt_tokens,
                        "output_tokens": r.output_tokens, "finish_reason": r.finish_reason,
-                       "latency_s": r.latency_s, "error": r.error})
+                       "latency_s": r.latency_s, "error": r.error,
+                       **({"recheck": "float32"} if r.settings.get("recheck") else {})})
 
 
 def run_shopbench(lm: LM | None, spec: ModelSpec, s: ShopBenchSettings, store: Store | None,
@@ -160,7 +167,8 @@ def run_shopbench(lm: LM | None, spec: ModelSpec, s: ShopBenchSettings, store: S
             ll = _loglik_rows(s, mine)
             ll_keys = {x.row.index for x in ll}
             engine = _by_loglik(lm, s, ll, record, done.__contains__)  # type: ignore[arg-type]
-            _by_generation(lm, [x for x in mine if x.row.index not in ll_keys], record, done.__contains__, concurrency)
+            _by_generation(lm, [x for x in mine if x.row.index not in ll_keys], record, done.__contains__, concurrency,
+                           gen_recheck(s))
         engine = sink.finish_dict(engine)
         if not w.main:
             return {}
@@ -188,6 +196,6 @@ def score(routed: list[Routed], samples: dict[str, dict], s: ShopBenchSettings) 
                      "track": x.row.track, "route": x.route.name, "parser": x.parser, "by": smp.get("by"),
                      "response": smp["response"], "parsed": ans, "truth": x.row.truth,
                      "score": list(sc) if isinstance(sc, tuple) else float(sc),
-                     **{k: smp[k] for k in ("options", "loglik") if k in smp}})
+                     **{k: smp[k] for k in ("options", "loglik", "recheck") if k in smp}})
     agg = aggregate([{**r, "score": tuple(r["score"]) if isinstance(r["score"], list) else r["score"]} for r in rows])
     return {**agg, "parse": s.parse, "mc_by": s.mc_by, "embedders": embed.paths, "samples": rows}

@@ -118,3 +118,29 @@ def test_killed_run_resumes_to_the_same_answers(tmp_path):
     assert samples == ref_samples
     assert {k: v for k, v in scores.items() if k not in ("run_id", "cost_time", "provenance", "resumed", "engine", "timing")} == \
         {k: v for k, v in ref_scores.items() if k not in ("run_id", "cost_time", "provenance", "resumed", "engine", "timing")}
+
+
+def test_bfloat16_close_answers_are_float32s(smollm2_fp32):
+    """Rows picked for their close calls in bfloat16 (seed 003's routes): with the recheck,
+    those whose closest decision fell under the margin get float32's answer (verified in
+    one teacher-forced float32 forward, float32 decoding on from its first other
+    choice); the rest keep bfloat16's own."""
+    from lmboard.engine import GEN_RECHECK, generate_groups
+    from lmboard.models.registry import load_model
+    from lmboard.models.spec import parse_model_spec
+    from lmboard.tasks.routes import load_routes
+
+    routes = tuple(load_routes(Path(__file__).parents[2] / "lmboard" / "data" / "shopbench" / "routes_seed003.yaml"))
+    pick = [x for x in prepare(ShopBenchSettings(DEV, routes=routes)).routed if x.row.index in (17, 28, 52, 58, 76)]
+    groups: dict = {}
+    for x in pick:
+        groups.setdefault(x.route, []).append(x)
+    sets = [([route.request(str(x.row.index), x.fields) for x in rows], route.settings()) for route, rows in groups.items()]
+    bf = load_model(parse_model_spec("smollm2,dtype=bfloat16"))
+    fp32 = {r.key: r.output for r in generate_groups(smollm2_fp32, sets)}
+    plain = {r.key: r.output for r in generate_groups(bf, sets, recheck=0.0)}
+    checked = {r.key: r for r in generate_groups(bf, sets, recheck=GEN_RECHECK)}
+    redone = {k for k, r in checked.items() if r.settings.get("recheck") == "float32"}
+    assert redone and set(checked) == set(fp32)
+    assert {k: checked[k].output for k in redone} == {k: fp32[k] for k in redone}
+    assert {k: r.output for k, r in checked.items() if k not in redone} == {k: plain[k] for k in checked if k not in redone}

@@ -143,3 +143,32 @@ def test_groups_in_one_job_answer_as_each_group_alone(tiny_sp):
     assert set(together) == {r.key for reqs, _ in sets for r in reqs}
     skipped = {r.key for r in generate_groups(tiny_sp, sets, skip=lambda k: k.startswith("a"))}
     assert skipped == {r.key for r in b + c}
+
+
+def test_close_greedy_answers_are_decoded_again_in_float32(sp_model_dir, tiny_sp):
+    """In bfloat16, an answer whose closest decision (its two best tokens, in float32
+    logits) fell under the margin is float32's answer; the others are bfloat16's own."""
+    from lmboard.models.registry import load_model
+    from lmboard.models.spec import parse_model_spec
+
+    bf = load_model(parse_model_spec(f"hf:{sp_model_dir},dtype=bfloat16"))
+    reqs = prompts(10)
+    st = GenerationSettings(max_new_tokens=10, do_sample=False, raw=True, ignore_eos=True)
+    fp32 = {r.key: r.output for r in generate_batched(tiny_sp, reqs, st)}
+    plain = {r.key: r for r in generate_groups(bf, [(reqs, st)], recheck=0.0)}
+    assert not any("recheck" in r.settings for r in plain.values())
+    assert {k: r.output for k, r in plain.items()} != fp32  # a random model's logits nearly tie: bfloat16 moves some
+    every = {r.key: r for r in generate_groups(bf, [(reqs, st)], recheck=1e9)}
+    assert {k: r.output for k, r in every.items()} == fp32
+    assert all(r.settings["recheck"] == "float32" for r in every.values())
+    # a margin in between: exactly the answers whose closest call fell under it are redone
+    pm, _ = packed_for(bf.model, bf.device)
+    ids = [bf.encode(r.text) for r in reqs]
+    job = DecodeJob(ids, [r.key for r in reqs], 10, SamplingConfig(False), watch=True)
+    gaps = {reqs[f.index].key: min(v[0] - v[1] for _, v in f.steps)
+            for f in run_continuous(pm, bf.model.get_output_embeddings(), job, SchedulerSettings())}
+    margin = sorted(gaps.values())[len(gaps) // 2]
+    some = {r.key: r for r in generate_groups(bf, [(reqs, st)], recheck=margin)}
+    redone = {k for k, r in some.items() if r.settings.get("recheck") == "float32"}
+    assert redone == {k for k, g in gaps.items() if g < margin}
+    assert all(some[k].output == (fp32[k] if k in redone else plain[k].output) for k in gaps)
