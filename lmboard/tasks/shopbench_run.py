@@ -7,10 +7,12 @@ the stored answers: ``--parse`` is not part of the run's identity, so re-scoring
 other parser reruns no model. Generation runs batched (the kit's batch_predict batches by
 task type): on a local model every route's rows decode in one continuous-batching job,
 each row with its route's settings, so one route's short answers leave room for another's
-long ones and shared prompt starts run once. An answer depends on its prompt, not on its
-batch-mates (up to float rounding where a shared start ends, which the other prompts
-decide), so a resumed run answers as an uninterrupted one. Endpoints answer one route at
-a time.
+long ones and shared prompt starts run once. In float32 an answer depends on its prompt,
+not on its batch-mates (up to float rounding where a shared start ends, which the other
+prompts decide), so a resumed run answers as an uninterrupted one; in bfloat16 the
+answers that came close to a tie are float32's (the recheck, engine/continuous.py) and
+the others can move with their batch-mates as the README says. Endpoints answer one
+route at a time.
 """
 
 from __future__ import annotations
