@@ -60,7 +60,7 @@ def continuous_groups(lm: LocalLM, pm: Any, groups: Sequence[tuple[Sequence[GenR
         watch = recheck > 0 and cfg.plain_greedy and pm.dtype != torch.float32
         close: list[tuple[tuple, Any]] = []
         for i, f in _decode(lm, pm, items, cfg, seed, gcs, groups, sched, watch):
-            if watch and min(v[0] - v[1] for _, v in f.steps) < recheck:
+            if watch and f.closest < recheck:
                 close.append((items[i], f))  # stored after its float32 answer: a killed run redoes it
                 continue
             yield _result(lm, items[i], f, cfg, gcs, groups, None)
@@ -79,11 +79,12 @@ def _recheck(lm: LocalLM, twin: Any, close: list[tuple[tuple, Any]], cfg: Sampli
     the rest."""
     verdicts = verify_greedy(twin, [item[3] for item, _ in close], [f.tokens for _, f in close], sched.prefill_tokens)
     more: list[tuple[tuple, list[int], Any]] = []  # (item, its answer so far, float32's cache of all but its last)
+    stops = {g: stop_check(lm, groups[g][1].stop) for g in {item[0] for item, _ in close}}
     for (item, f), v in zip(close, verdicts, strict=True):
         if v is not None:
             g, new = item[0], f.tokens[: v[0]] + [v[1]]
             f = replace(f, tokens=new)
-            stop = stop_check(lm, groups[g][1].stop)
+            stop = stops[g]
             if not (v[1] in cfg.eos or len(new) >= gcs[g].max_new_tokens or (stop is not None and stop(new))):
                 more.append((item, new, v[2]))
                 continue

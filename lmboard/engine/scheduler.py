@@ -63,8 +63,8 @@ class DecodeJob:
     # and stop check (None: the job's).
     limits: Sequence[int] | None = None
     stops: Sequence[Callable[[list[int]], bool] | None] | None = None
-    # greedy: keep each step's best tokens and their float32 logits (Finished.steps), for
-    # the float32 recheck of answers decoded in reduced precision (recheck_gen.py)
+    # greedy: keep each answer's closest call (Finished.closest), for the float32 recheck
+    # of answers decoded in reduced precision (continuous.py)
     watch: bool = False
     # each prompt's start already run (a verified answer's keys and values: verify_greedy);
     # None: the prompts' shared-start trie
@@ -83,7 +83,8 @@ class Finished:
     tokens: list[int]  # the new tokens, an end-of-turn token last if one ended it
     latency_s: float
     slots: int  # sequences the scheduler could hold when it ended
-    steps: list[tuple[list[int], list[float]]] | None = None  # DecodeJob.watch: per step, best tokens, logits
+    # DecodeJob.watch: the smallest gap, over its steps, between the two best tokens' float32 logits
+    closest: float | None = None
 
 
 @dataclass
@@ -92,7 +93,7 @@ class _Seq:
     t0: float
     gen: Any
     new: list[int] = field(default_factory=list)
-    steps: list[tuple[list[int], list[float]]] = field(default_factory=list)
+    closest: float = float("inf")
 
 
 def plan_slots(pm: PackedModel, capacity: int, n: int, sched: SchedulerSettings) -> int:
@@ -199,8 +200,8 @@ class Scheduler:
         if cfg.plain_greedy and self.job.watch:
             top, val = self.dec.candidates(h)
             nxt = top[:, 0].tolist()
-            for s, t, v in zip(seqs, top.tolist(), val.tolist(), strict=True):
-                s.steps.append((t, v))
+            for s, gap in zip(seqs, (val[:, 0] - val[:, 1]).tolist(), strict=True):
+                s.closest = min(s.closest, gap)
         elif cfg.plain_greedy:
             nxt = self.dec.greedy(h).tolist()
         else:
@@ -225,7 +226,7 @@ class Scheduler:
                 self.dec.cache.move(last, slot)
                 self.active[slot] = self.active[last]
             self.active.pop()
-            yield Finished(s.index, s.new, now - s.t0, self.slots, s.steps if self.job.watch else None)
+            yield Finished(s.index, s.new, now - s.t0, self.slots, s.closest if self.job.watch else None)
 
     def _back_off(self) -> None:
         """Out of memory: N halves; sequences beyond it go back to the front of the queue

@@ -165,7 +165,7 @@ def test_close_greedy_answers_are_decoded_again_in_float32(sp_model_dir, tiny_sp
     pm, _ = packed_for(bf.model, bf.device)
     ids = [bf.encode(r.text) for r in reqs]
     job = DecodeJob(ids, [r.key for r in reqs], 10, SamplingConfig(False), watch=True)
-    gaps = {reqs[f.index].key: min(v[0] - v[1] for _, v in f.steps)
+    gaps = {reqs[f.index].key: f.closest
             for f in run_continuous(pm, bf.model.get_output_embeddings(), job, SchedulerSettings())}
     margin = sorted(gaps.values())[len(gaps) // 2]
     some = {r.key: r for r in generate_groups(bf, [(reqs, st)], recheck=margin)}
