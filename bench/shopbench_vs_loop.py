@@ -7,9 +7,10 @@ system instruction, user input, new-token budget per route), greedy, the same st
 The kit's loop is what seed 003 and the kit's local_evaluation.py do: for each row, render
 its chat prompt and call model.generate on it alone (model load excluded from its time).
 lmboard runs the whole command (load included), all routes in one continuous decode job,
-three times: in float32 (answers comparable token for token); at its default dtype
+four times (RUNS): in float32 (answers comparable token for token); at its default dtype
 (bfloat16 on CPUs with AMX or AVX-512 BF16), where an answer that came within 0.05
-logits of a tie is decoded again in float32; and at the default with that recheck off. Prints the times, the ratios, the share of
+logits of a tie is decoded again in float32; with that margin at 0.02; and with the
+recheck off. Prints the times, the ratios, the share of
 identical answers (by task type), and the official scores; also the ratio to the time
 lmboard spent answering alone (its run's own timing: no imports, load or metrics), the
 like of the loop's.
