@@ -147,16 +147,22 @@ class PackedModel:
                         self.heads // self.kv_heads if self._native_ok() else None)
         x = self.embed(geo.ids).float()
         new_k, new_v = [], []
+        last = len(self.layers) - 1
         for li, L in enumerate(self.layers):
             q, k, v = self._qkv(self._norm(x, L.ln1).to(cdt), wt(L.qkv), wt(L.qkv_b), geo)
             if kv_out:
                 new_k.append(k)
                 new_v.append(v)
             o = self._attention(q, k, v, li, geo)
-            x = self._mlp(x + torch.nn.functional.linear(o.reshape(geo.total, -1).to(cdt), wt(L.o), wt(L.o_b)).float(),
+            if keep == "last" and li == last:
+                # The last layer's keys and values are every token's, but its output
+                # projection and MLP only the kept tokens': the rest feed nothing (about
+                # 1/layers of the products). A kept row's numbers change only as a batch
+                # of another size changes them (float32 matmuls pick kernels by size).
+                at = torch.tensor(geo.lens, device=x.device).cumsum(0) - 1
+                x, o = x[at], o[at]
+            x = self._mlp(x + torch.nn.functional.linear(o.reshape(o.shape[0], -1).to(cdt), wt(L.o), wt(L.o_b)).float(),
                           L, wt, cdt)
-        if keep == "last":
-            x = x[torch.tensor(geo.lens, device=x.device).cumsum(0) - 1]
         h = self._norm(x, self.norm_w)
         return (h, _split_kv(new_k, new_v, geo.lens)) if kv_out else (h, None)
 
