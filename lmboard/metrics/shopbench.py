@@ -35,6 +35,30 @@ def check_metric_packages(metrics: set[str]) -> None:
                 raise UsageError(f"metric {m!r} needs the package {pip}: pip install 'lmboard[shopbench]'")
 
 
+# The module each metric imports when it first scores (rouge_score pulls in nltk, which
+# pulls in scipy and scikit-learn: over a second).
+WARM = {"rougel": "rouge_score.rouge_scorer", "bleu": "sacrebleu", "jp-bleu": "sacrebleu"}
+
+
+def warm_imports(metrics: set[str]) -> Any:
+    """Import the metrics' packages on a thread while the model answers (its matrix
+    products release the interpreter lock): the scoring then finds them imported. Returns
+    the thread (a daemon: a failed import is raised again where the metric imports it)."""
+    import threading
+
+    def work() -> None:
+        for m in sorted(metrics):
+            if m in WARM:
+                try:
+                    importlib.import_module(WARM[m])
+                except Exception:  # noqa: BLE001 - the scorer's own import reports it
+                    return
+
+    t = threading.Thread(target=work, name="lmboard-metric-imports", daemon=True)
+    t.start()
+    return t
+
+
 def accuracy(pred: int, truth: int) -> float:
     return float(pred == truth)
 

@@ -27,7 +27,13 @@ from lmboard.engine import GEN_RECHECK, LabelItem, continuation_ids, generate_gr
 from lmboard.faults import fault
 from lmboard.lm import LM, LocalLM, ModelSpec
 from lmboard.metrics import embedders as emb
-from lmboard.metrics.shopbench import EMBEDDING_METRICS, aggregate, check_metric_packages, score_rows
+from lmboard.metrics.shopbench import (
+    EMBEDDING_METRICS,
+    aggregate,
+    check_metric_packages,
+    score_rows,
+    warm_imports,
+)
 from lmboard.parallel import broadcast, world
 from lmboard.store import Store
 from lmboard.tasks.routes import DEFAULT_ROUTES, Route
@@ -166,6 +172,8 @@ def run_shopbench(lm: LM | None, spec: ModelSpec, s: ShopBenchSettings, store: S
                 store.add_samples(rid, [(str(i), {"response": r, "by": "responses"}) for i, r in p.responses.items()])
         else:
             assert lm is not None
+            if w.main:
+                warm_imports({x.row.metric for x in p.routed})
             ll = _loglik_rows(s, mine)
             ll_keys = {x.row.index for x in ll}
             engine = _by_loglik(lm, s, ll, record, done.__contains__)  # type: ignore[arg-type]

@@ -144,3 +144,42 @@ def test_bfloat16_close_answers_are_float32s(smollm2_fp32):
     assert redone and set(checked) == set(fp32)
     assert {k: checked[k].output for k in redone} == {k: fp32[k] for k in redone}
     assert {k: r.output for k, r in checked.items() if k not in redone} == {k: plain[k] for k in checked if k not in redone}
+
+
+def test_standard_embedder_pipeline_gives_sentence_transformers_vectors():
+    """The sent-transformer metric's model runs on transformers directly (the standard
+    Transformer, mean Pooling, Normalize modules): the vectors SentenceTransformer.encode
+    gives, on texts that test its steps (padding in a batch, truncation at 256 tokens,
+    spaces at the ends, an empty string, Japanese, more texts than one batch)."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from lmboard.metrics.embedders import StandardPipeline, packaged_minilm
+
+    path = packaged_minilm()
+    fast = StandardPipeline.of(path)
+    assert fast is not None and fast.pooling == "mean" and fast.normalize and fast.max_len == 256
+    texts = ["a", "", "  padded at both ends  ", "word " * 400, "日本語の商品説明です。", "Shoes, size 9, red."]
+    texts += [f"product {i}: " + "cheap " * (i % 7) for i in range(40)]
+    ref = SentenceTransformer(str(path), device="cpu", local_files_only=True).encode(texts, batch_size=32)
+    got = fast.encode(texts, batch_size=32)
+    assert got.shape == ref.shape == (len(texts), 384)
+    assert np.abs(got - ref).max() < 1e-5
+
+
+def test_other_embedder_folders_go_through_sentence_transformers(tmp_path):
+    import shutil
+
+    from lmboard.metrics.embedders import StandardPipeline, packaged_minilm
+
+    src = packaged_minilm()
+    dst = tmp_path / "m"
+    shutil.copytree(src, dst)
+    assert StandardPipeline.of(dst) is not None
+    cfg = json.loads((dst / "1_Pooling" / "config.json").read_text())
+    (dst / "1_Pooling" / "config.json").write_text(json.dumps(cfg | {"pooling_mode_mean_sqrt_len_tokens": True}))
+    assert StandardPipeline.of(dst) is None  # two pooling modes: sentence-transformers concatenates them
+    (dst / "1_Pooling" / "config.json").write_text(json.dumps(cfg))
+    (dst / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {"query": "query: "},
+                                                                       "default_prompt_name": "query"}))
+    assert StandardPipeline.of(dst) is None  # a default prompt is prepended by sentence-transformers
