@@ -39,6 +39,11 @@ def test_kernel_matches_float64_and_ignores_batch_mates(cache_dtype):
     k2 = k.clone()
     k2[1, :, 7:] = 99  # positions beyond a sequence's length are never read
     assert torch.equal(native.decode_attention(q, k2, v, lens, 0.125)[1], got[1])
+    # nor is stale memory (the slot cache is left unwritten for this kernel): NaN there
+    v2 = v.clone()
+    k2[:, :, 1:] = float("nan")
+    v2[:, :, 1:] = float("nan")
+    assert torch.equal(native.decode_attention(q[:1], k2, v2, lens[:1], 0.125), got[:1])
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
