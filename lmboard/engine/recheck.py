@@ -9,8 +9,11 @@ rescored on the float32 model, when its bfloat16 gap is below the margin
 
     margin = SAFETY x (the largest gap error measured so far in the run),
 
-measured on *calibration* questions (a fixed share of the plan's questions, rescored
-whatever their gap) and on every close call rechecked before. Rows are decided in
+measured on *calibration* questions (a number fixed by the plan per group of batches,
+rescored whatever the margin) and on every close call rechecked before. A group's
+calibration questions are its rows with the smallest bfloat16 top-two gaps: the error
+is measured where it can move a decision, and those rows would mostly be rescored as
+close calls anyway, so calibrating costs few extra forwards. Rows are decided in
 groups of ``GROUP`` consecutive batches: each row is handed on as provisional when its
 batch runs (the caller stores it as pending, so a kill loses nothing); when the group's
 last batch has run, its calibration questions are rescored, the margin updated, its
@@ -18,9 +21,11 @@ close calls rescored, and every row handed on as final (rescored rows with their
 float32 logits, their bfloat16 logits and their gap error). A fixed margin
 (``EngineSettings.recheck_margin``) skips the calibration.
 
-Deterministic and resumable: groups and calibration questions are fixed by the plan;
-a resumed run takes the stored rows' bfloat16 logits and gap errors (``ScoreHooks``)
-and makes exactly the decisions an uninterrupted run would have.
+Deterministic and resumable: groups and the number of calibration questions are fixed
+by the plan, which rows calibrate by the group's bfloat16 rows; a resumed run takes the
+stored rows' bfloat16 logits and gap errors (``ScoreHooks.stored``: a pending row's
+logits; a rescored row's bfloat16 logits and gap error) and makes exactly the decisions
+an uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -69,8 +74,9 @@ class Recheck:
         self.targets, self.budget, self.stats, self.emit, self.stored = targets, budget, stats, emit, stored
         self.rows: dict[int, list[float]] = {}  # segment -> its reduced-precision row, awaiting its group
         self.bound = 0.0  # the largest gap error measured so far
-        self.cal = set() if margin is not None else calibration(plan)
-        stats.calibration = len(self.cal)
+        self.cal_count = [0] * len(plan.batches) if margin is not None else calibration_counts(plan)
+        self.cal: set[int] = set()  # the calibration rows of the groups decided so far
+        stats.calibration = sum(self.cal_count)
 
     def provisional(self, idx: list[int], logits: Any) -> None:
         for r, i in enumerate(idx):
@@ -83,22 +89,25 @@ class Recheck:
 
     def after_batch(self, bi: int) -> None:
         if (bi + 1) % GROUP == 0 or bi == len(self.plan.batches) - 1:
-            self._decide([i for b in self.plan.batches[bi - bi % GROUP: bi + 1] for i in b])
+            self._decide(bi // GROUP, [i for b in self.plan.batches[bi - bi % GROUP: bi + 1] for i in b])
 
-    def _decide(self, group: list[int]) -> None:
+    def _decide(self, g: int, group: list[int]) -> None:
         """Calibrate, then rescore the close calls, of one group; hand every row on as final."""
         keys = [self.plan.segs[i].item.key for i in group]
         known = {i: self.stored(k) for i, k in zip(group, keys, strict=True)}
-        for i, (row, _) in known.items():  # a resumed run's pending rows
-            if row is not None and i not in self.rows:
+        for i, (row, err) in known.items():  # a resumed run's pending rows
+            if row is not None and err is None and i not in self.rows:
                 self.rows[i] = row
         errors = [e for _, e in known.values() if e is not None]  # rows rescored before a kill
         todo = [i for i in group if i in self.rows]  # rows not final yet
-        cal = [i for i in todo if i in self.cal]
+        bf16 = {i: self.rows[i] if i in self.rows else known[i][0] for i in group}
+        chosen = pick_calibration(group, bf16, self.cal_count[g])
+        self.cal |= chosen
+        cal = [i for i in todo if i in chosen]
         cal_err = self._rescore(cal, calibrating=True)
         margin = self.fixed if self.fixed is not None else SAFETY * max(
-            [self.bound, *cal_err, *(known[i][1] for i in group if i in self.cal and known[i][1] is not None)])
-        close = [i for i in todo if i not in self.cal and top_gap(self.rows[i]) < margin]
+            [self.bound, *cal_err, *(known[i][1] for i in group if i in chosen and known[i][1] is not None)])
+        close = [i for i in todo if i not in chosen and top_gap(self.rows[i]) < margin]
         close_err = self._rescore(close, calibrating=False)
         rest = [i for i in todo if i in self.rows]
         if rest:
@@ -129,10 +138,19 @@ class Recheck:
         return errs
 
 
-def calibration(plan: Plan) -> set[int]:
-    """The calibration questions: in plan order, one in CAL_EVERY, and at least
-    CAL_FIRST evenly spaced in the first group of batches."""
-    order = [i for b in plan.batches for i in b]
-    first = sum(len(b) for b in plan.batches[:GROUP])
-    step = max(1, min(CAL_EVERY, first // CAL_FIRST))
-    return {order[j] for j in range(0, first, step)} | {order[j] for j in range(first, len(order), CAL_EVERY)}
+def calibration_counts(plan: Plan) -> list[int]:
+    """Calibration questions per group of batches, fixed by the plan: one in CAL_EVERY of
+    the plan's questions, and at least CAL_FIRST in the first group."""
+    sizes = [sum(len(b) for b in plan.batches[g: g + GROUP]) for g in range(0, len(plan.batches), GROUP)]
+    counts = [len(range(0, n, CAL_EVERY)) for n in sizes]
+    if sizes:
+        counts[0] = min(sizes[0], max(counts[0], CAL_FIRST))
+    return counts
+
+
+def pick_calibration(group: list[int], bf16: dict[int, list[float] | None], n: int) -> set[int]:
+    """The ``n`` rows of ``group`` whose bfloat16 top-two gap is smallest (ties in plan
+    order). Every row of a group not yet decided has its bfloat16 row; a group decided
+    before a kill has nothing left to rescore, whatever is chosen."""
+    known = [(top_gap(row), at, i) for at, i in enumerate(group) if (row := bf16.get(i)) is not None]
+    return {i for _, _, i in sorted(known)[:n]}

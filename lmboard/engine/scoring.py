@@ -53,7 +53,8 @@ class ScoreHooks:
     """The caller's side of a run: what to skip, where results go, progress, test limits."""
 
     skip: Callable[[str], bool] = lambda key: False  # stored (final or pending): batches of only these do not run
-    # what a killed run stored of a key: (its provisional row if pending, its gap error if rescored)
+    # what a killed run stored of a key: (its provisional row, None) if pending; (its bfloat16
+    # row, its gap error) if rescored in float32; else (None, None)
     stored: Callable[[str], tuple[list[float] | None, float | None]] = lambda key: (None, None)
     on_batch: Callable[[Rows], None] | None = None  # final rows, as soon as they are
     on_provisional: Callable[[Rows], None] | None = None  # rows awaiting their group's recheck (store as pending)

@@ -200,7 +200,8 @@ def run_exam(exam: MCExam, lm: LocalLM, settings: ExamSettings, store: Store,
                     return None, None
                 if k in pending:
                     return r["logits"], None
-                return None, (r.get("recheck") or {}).get("gap_error")
+                rc = r.get("recheck") or {}  # rescored: what bfloat16 said, and its gap error
+                return rc.get("bf16_logits"), rc.get("gap_error")
 
             hooks = ScoreHooks(skip=lambda k: k in final or k in pending, stored=stored,
                                on_batch=write("final"), on_provisional=write("pending"), progress=sink.tick,

@@ -6,7 +6,16 @@ import pytest
 
 from lmboard.engine import EngineSettings, ScoreHooks, score_last
 from lmboard.engine.plan import Plan, Segment
-from lmboard.engine.recheck import CAL_EVERY, CAL_FIRST, GROUP, SAFETY, calibration, gap_error, top_gap
+from lmboard.engine.recheck import (
+    CAL_EVERY,
+    CAL_FIRST,
+    GROUP,
+    SAFETY,
+    calibration_counts,
+    gap_error,
+    pick_calibration,
+    top_gap,
+)
 from unit.test_engine import real_items
 
 
@@ -36,15 +45,19 @@ def test_gap_error_and_top_gap_by_hand():
     assert top_gap([0.1, 0.7, 0.4]) == pytest.approx(0.3)
 
 
-def test_calibration_questions_are_spread_and_fixed_by_the_plan():
+def test_calibration_counts_are_fixed_by_the_plan_and_rows_picked_by_smallest_gap():
     segs = [Segment(None, None, [1]) for _ in range(500)]
     batches = [list(range(i, min(500, i + 10))) for i in range(0, 500, 10)]
     plan = Plan([], [], [], segs, set(), batches)
-    cal = calibration(plan)
-    first = sum(map(len, batches[:GROUP]))
-    assert len([i for i in cal if i < first]) >= CAL_FIRST
-    assert len([i for i in cal if i >= first]) == len(range(first, 500, CAL_EVERY))
-    assert cal == calibration(plan)
+    counts = calibration_counts(plan)
+    assert len(counts) == len(range(0, len(batches), GROUP))
+    assert counts[0] >= CAL_FIRST and counts[1:] == [len(range(0, 10 * GROUP, CAL_EVERY))] * (len(counts) - 2) + [1]
+    assert counts == calibration_counts(plan)
+    group = [7, 3, 9, 4]
+    rows = {7: [0.0, 0.5], 3: [0.0, 0.125], 9: [0.375, 0.25], 4: None}  # 4: final, not rescored
+    assert pick_calibration(group, rows, 2) == {3, 9}  # gaps 0.5, 0.125, 0.125: ties in plan order
+    assert pick_calibration(group, rows, 1) == {3}
+    assert pick_calibration(group, rows, 9) == {7, 3, 9}
 
 
 def test_calibrated_recheck_gives_every_float32_answer(tiny_sp, tiny_bf16):
