@@ -174,13 +174,12 @@ class PackedModel:
         import torch.nn.functional as F
 
         h_, kh, d = self.heads, self.kv_heads, self.head_dim
-        qkv = F.linear(hs, w, b)
-        q = qkv[:, : h_ * d].view(geo.total, h_, d).float()
-        k = qkv[:, h_ * d: (h_ + kh) * d].view(geo.total, kh, d).float()
-        v = qkv[:, (h_ + kh) * d:].view(geo.total, kh, d).float()
-        # attention in float32: as fast as bfloat16 in the fused CPU kernel, and its
-        # caches are exact for a float32 recheck
-        return q * geo.cos + _rotate_half(q) * geo.sin, k * geo.cos + _rotate_half(k) * geo.sin, v
+        qkv = F.linear(hs, w, b).float()
+        # attention in float32: its caches are exact for a float32 recheck. Rotary runs on
+        # q and k at once (the same elementwise numbers as one at a time, in fewer passes).
+        qk = qkv[:, : (h_ + kh) * d].view(geo.total, h_ + kh, d)
+        qk = qk * geo.cos + _rotate_half(qk) * geo.sin
+        return qk[:, :h_], qk[:, h_:], qkv[:, (h_ + kh) * d:].view(geo.total, kh, d)
 
     def _attention(self, q, k, v, li: int, geo: _Geometry):
         """Each segment against its prefix and causally its own tokens: in one pass by the
