@@ -161,8 +161,10 @@ class PackedModel:
                 # of another size changes them (float32 matmuls pick kernels by size).
                 at = torch.tensor(geo.lens, device=x.device).cumsum(0) - 1
                 x, o = x[at], o[at]
-            x = self._mlp(x + torch.nn.functional.linear(o.reshape(o.shape[0], -1).to(cdt), wt(L.o), wt(L.o_b)).float(),
-                          L, wt, cdt)
+            # the residual stream stays float32: a product's output is added in place, widened
+            # as it is read (the same numbers as casting it first, one pass fewer)
+            x.add_(torch.nn.functional.linear(o.reshape(o.shape[0], -1).to(cdt), wt(L.o), wt(L.o_b)))
+            x = self._mlp(x, L, wt, cdt)
         h = self._norm(x, self.norm_w)
         return (h, _split_kv(new_k, new_v, geo.lens)) if kv_out else (h, None)
 
@@ -228,7 +230,7 @@ class PackedModel:
         import torch.nn.functional as F
 
         gu = F.linear(self._norm(x, L.ln2).to(cdt), wt(L.gu))
-        return x + F.linear(F.silu(gu[:, : self.inter]) * gu[:, self.inter:], wt(L.down)).float()
+        return x.add_(F.linear(F.silu(gu[:, : self.inter]) * gu[:, self.inter:], wt(L.down)))
 
 
 def _flash():
