@@ -74,8 +74,8 @@ class Recheck:
         self.targets, self.budget, self.stats, self.emit, self.stored = targets, budget, stats, emit, stored
         self.rows: dict[int, list[float]] = {}  # segment -> its reduced-precision row, awaiting its group
         self.bound = 0.0  # the largest gap error measured so far
-        self.cal_count = [0] * len(plan.batches) if margin is not None else calibration_counts(plan)
-        self.cal: set[int] = set()  # the calibration rows of the groups decided so far
+        counts = calibration_counts(plan)  # per group of batches; none with a fixed margin
+        self.cal_count = counts if margin is None else [0] * len(counts)
         stats.calibration = sum(self.cal_count)
 
     def provisional(self, idx: list[int], logits: Any) -> None:
@@ -102,7 +102,6 @@ class Recheck:
         todo = [i for i in group if i in self.rows]  # rows not final yet
         bf16 = {i: self.rows[i] if i in self.rows else known[i][0] for i in group}
         chosen = pick_calibration(group, bf16, self.cal_count[g])
-        self.cal |= chosen
         cal = [i for i in todo if i in chosen]
         cal_err = self._rescore(cal, calibrating=True)
         margin = self.fixed if self.fixed is not None else SAFETY * max(

@@ -24,9 +24,10 @@ def torchrun(n: int, *args: str, env: dict | None = None, timeout: float = 600) 
                               env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
     r = run()
-    # Once in a few hundred launches (seen in CI on a 2-core machine), gloo's TCP pairs
-    # fail while the ranks connect, before any work: lmboard says so in one line. That
-    # is the transport's, not these tests' subject: launch once more.
+    # Seen once in a clean-clone run on a 2-core machine (the same test then passed 3 of 3
+    # alone): the ranks' first broadcast failed in gloo's TCP transport, before any work,
+    # and lmboard said so in one line. The transport is not these tests' subject: launch
+    # once more.
     if r.returncode != 0 and "before the job began" in r.stderr and "gloo/transport" in r.stderr:
         r = run()
     return r
