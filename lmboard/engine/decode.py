@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lmboard.engine import native
-from lmboard.engine.packed import PackedModel, PrefixKV, Segment, _flash, _rotate_half
+from lmboard.engine.packed import PackedModel, PrefixKV, Segment, _flash
 
 Linear = Callable[[Any], Any]
 
@@ -144,7 +144,6 @@ class Decoder:
         """One token for each of the sequences in slots ``0..len(tokens)-1``, written to
         the cache at its own position; returns their final-normed hidden states."""
         import torch
-        import torch.nn.functional as F
 
         pm, cache, b = self.pm, self.cache, int(tokens.shape[0])
         pos = cache.lens[:b].clone()
@@ -153,22 +152,19 @@ class Decoder:
         width = 0 if self.native else int(pos.max()) + 1  # torch's kernel: the longest length, masked
         mask = None if self.native else torch.zeros(b, 1, 1, width, dtype=pm.dtype).masked_fill_(
             (torch.arange(width)[None, :] > pos[:, None])[:, None, None, :], float("-inf"))
-        rows, (h_, kh, d), dt = torch.arange(b), (pm.heads, pm.kv_heads, pm.head_dim), pm.dtype
+        rows, (h_, d), dt = torch.arange(b), (pm.heads, pm.head_dim), pm.dtype
         x = pm.embed(tokens).float()
         for li, (L, (qkv_w, o_w, gu_w, down_w)) in enumerate(zip(pm.layers, self.w.layers, strict=True)):
-            qkv = qkv_w(self._norm(x, L.ln1).to(dt))
-            qk = qkv[:, : (h_ + kh) * d].view(b, h_ + kh, d).float()  # rotary on q and k at once, in float32
-            qk = qk * cos + _rotate_half(qk) * sin
-            cache.k[li][rows, :, pos] = qk[:, h_:].to(dt)
-            cache.v[li][rows, :, pos] = qkv[:, (h_ + kh) * d:].view(b, kh, d)
+            q, k, v = pm.rotated(qkv_w(pm.norm_to(x, L.ln1)), cos, sin)  # rotary in float32
+            cache.k[li][rows, :, pos] = k.to(dt)
+            cache.v[li][rows, :, pos] = v.to(dt)
             if self.native:  # float32 queries, each sequence over exactly its own length
-                o = native.decode_attention(qk[:, :h_], cache.k[li], cache.v[li], pos + 1, d ** -0.5).to(dt)
+                o = native.decode_attention(q, cache.k[li], cache.v[li], pos + 1, d ** -0.5).to(dt)
             else:
-                o = _flash()(qk[:, :h_, None, :].to(dt), cache.k[li][:b, :, :width], cache.v[li][:b, :, :width],
+                o = _flash()(q[:, :, None, :].to(dt), cache.k[li][:b, :, :width], cache.v[li][:b, :, :width],
                              0.0, False, attn_mask=mask, scale=d ** -0.5)[0]
             x.add_(o_w(o.reshape(b, h_ * d)))  # the residual stays float32
-            gu = gu_w(self._norm(x, L.ln2).to(dt))
-            x.add_(down_w(F.silu(gu[:, : pm.inter]) * gu[:, pm.inter:]))
+            x.add_(down_w(pm.silu_mul(gu_w(pm.norm_to(x, L.ln2)))))
         cache.lens[:b] += 1
         return self._norm(x, pm.norm_w)
 

@@ -105,6 +105,9 @@ class PackedModel:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.inter = cfg.intermediate_size
         self.dtype = dtype or (torch.float32 if originals is not None else dec.embed_tokens.weight.dtype)
+        # bfloat16 runs its norms, rotary and SiLU-product as fused native passes
+        # (engine/native/elementwise.c); float32 (a recheck's numbers) keeps torch's.
+        self.fused = self.dtype == torch.bfloat16 and native.elementwise_kernels() is not None
         # The model's own weights: q/k/v and gate/up fused, the modules' weights becoming
         # views (no copy); a twin's: fused copies of the originals.
         fuse = (lambda mods, attr: _fuse(mods, attr)) if originals is None else (
@@ -149,7 +152,7 @@ class PackedModel:
         new_k, new_v = [], []
         last = len(self.layers) - 1
         for li, L in enumerate(self.layers):
-            q, k, v = self._qkv(self._norm(x, L.ln1).to(cdt), wt(L.qkv), wt(L.qkv_b), geo)
+            q, k, v = self._qkv(self.norm_to(x, L.ln1), wt(L.qkv), wt(L.qkv_b), geo)
             if kv_out:
                 new_k.append(k)
                 new_v.append(v)
@@ -168,6 +171,31 @@ class PackedModel:
         h = self._norm(x, self.norm_w)
         return (h, _split_kv(new_k, new_v, geo.lens)) if kv_out else (h, None)
 
+    def norm_to(self, x, w):
+        """RMSNorm of the float32 residual, in the products' dtype."""
+        return native.rms_norm_bf16(x, w, self.eps) if self.fused else self._norm(x, w).to(self.dtype)
+
+    def rotated(self, qkv, cos, sin):
+        """(q, k, v) in float32 from a fused q/k/v output (tokens, width), rotary (cos,
+        sin: (tokens, 1, head_dim)) applied to q and k."""
+        h_, kh, d = self.heads, self.kv_heads, self.head_dim
+        if self.fused:
+            return native.qkv_rotary(qkv, cos[:, 0], sin[:, 0], h_, kh, d)
+        # attention in float32: its caches are exact for a float32 recheck. Rotary runs on
+        # q and k at once (the same elementwise numbers as one at a time, in fewer passes).
+        qkv = qkv.float()
+        qk = qkv[:, : (h_ + kh) * d].view(qkv.shape[0], h_ + kh, d)
+        qk = qk * cos + _rotate_half(qk) * sin
+        return qk[:, :h_], qk[:, h_:], qkv[:, (h_ + kh) * d:].view(qkv.shape[0], kh, d)
+
+    def silu_mul(self, gu):
+        """SiLU(gate) * up from a fused gate/up output."""
+        import torch.nn.functional as F
+
+        if self.fused:
+            return native.silu_mul_bf16(gu, self.inter)
+        return F.silu(gu[:, : self.inter]) * gu[:, self.inter:]
+
     def _native_ok(self) -> bool:
         return native.packed_applies(_float32(), self.heads, self.kv_heads, self.head_dim)
 
@@ -175,13 +203,7 @@ class PackedModel:
         """Fused q/k/v projection, rotary applied; attention inputs in float32."""
         import torch.nn.functional as F
 
-        h_, kh, d = self.heads, self.kv_heads, self.head_dim
-        qkv = F.linear(hs, w, b).float()
-        # attention in float32: its caches are exact for a float32 recheck. Rotary runs on
-        # q and k at once (the same elementwise numbers as one at a time, in fewer passes).
-        qk = qkv[:, : (h_ + kh) * d].view(geo.total, h_ + kh, d)
-        qk = qk * geo.cos + _rotate_half(qk) * geo.sin
-        return qk[:, :h_], qk[:, h_:], qkv[:, (h_ + kh) * d:].view(geo.total, kh, d)
+        return self.rotated(F.linear(hs, w, b), geo.cos, geo.sin)
 
     def _attention(self, q, k, v, li: int, geo: _Geometry):
         """Each segment against its prefix and causally its own tokens: in one pass by the
@@ -229,8 +251,8 @@ class PackedModel:
     def _mlp(self, x, L: _Layer, wt, cdt):
         import torch.nn.functional as F
 
-        gu = F.linear(self._norm(x, L.ln2).to(cdt), wt(L.gu))
-        return x.add_(F.linear(F.silu(gu[:, : self.inter]) * gu[:, self.inter:], wt(L.down)))
+        gu = F.linear(self.norm_to(x, L.ln2), wt(L.gu))
+        return x.add_(F.linear(self.silu_mul(gu), wt(L.down)))
 
 
 def _flash():

@@ -32,10 +32,13 @@ from typing import Any
 
 SOURCE = Path(__file__).with_name("decode_attention.c")
 PACKED_SOURCE = Path(__file__).with_name("packed_attention.c")
+ELEMENTWISE_SOURCE = Path(__file__).with_name("elementwise.c")
 HEADER = Path(__file__).with_name("simd.h")  # the vector operations both include (AVX-512 or AVX2)
 # Compiled and linked apart: gcc 12 links crtfastmath.o (denormals flushed in the whole
 # process) into a shared library when unsafe-math flags reach the link step.
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fPIC"]
+# the elementwise kernels round each product as torch's separate passes do (no fused multiply-add)
+SOURCE_FLAGS = {"elementwise.c": ["-ffp-contract=off"]}
 _STATE: dict[str, Any] = {}
 
 
@@ -56,14 +59,15 @@ def _build(source: Path = SOURCE) -> Path:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise OSError("no C compiler (cc or gcc) on PATH")
-    key = hashlib.sha256(source.read_bytes() + HEADER.read_bytes() + " ".join(FLAGS).encode() + _cpu_id().encode()).hexdigest()[:16]
+    flags = FLAGS + SOURCE_FLAGS.get(source.name, [])
+    key = hashlib.sha256(source.read_bytes() + HEADER.read_bytes() + " ".join(flags).encode() + _cpu_id().encode()).hexdigest()[:16]
     out = _cache_dir() / f"{source.stem}-{key}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as td:
         tmp, obj = Path(td) / out.name, Path(td) / "kernel.o"
-        for cmd in ([cc, *FLAGS, "-c", str(source), "-o", str(obj)], [cc, "-shared", "-fopenmp", str(obj), "-o", str(tmp), "-lm"]):
+        for cmd in ([cc, *flags, "-c", str(source), "-o", str(obj)], [cc, "-shared", "-fopenmp", str(obj), "-o", str(tmp), "-lm"]):
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
                 raise OSError(f"{Path(cc).name} failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -235,3 +239,73 @@ def packed_applies(dtype: Any, heads: int, kv_heads: int, head_dim: int) -> bool
 
     return (dtype == torch.float32 and heads % kv_heads == 0 and heads // kv_heads <= QB and head_dim % 16 == 0
             and packed_attention_kernel() is not None)
+
+
+def _load_elementwise() -> Any:
+    if os.environ.get("LMBOARD_NATIVE", "1") == "0":
+        _STATE["elementwise_why"] = "LMBOARD_NATIVE=0"
+        return None
+    try:
+        import torch  # noqa: F401  (its OpenMP runtime must be the one loaded)
+
+        lib = ctypes.CDLL(str(_build(ELEMENTWISE_SOURCE)))
+    except OSError as e:
+        _STATE["elementwise_why"] = str(e)
+        return None
+    if lib.lmb_elementwise_width() < 16:
+        _STATE["elementwise_why"] = "no AVX-512 (the scalar build is not faster than torch's passes)"
+        return None
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    lib.lmb_rms_norm_bf16.argtypes = [ptr, ptr, i64, i64, ctypes.c_float, ptr]
+    lib.lmb_silu_mul_bf16.argtypes = [ptr, i64, i64, ptr]
+    lib.lmb_qkv_rotary.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr, ptr, ptr]
+    for fn in (lib.lmb_rms_norm_bf16, lib.lmb_silu_mul_bf16, lib.lmb_qkv_rotary):
+        fn.restype = None
+    return lib
+
+
+def elementwise_kernels(any_width: bool = False) -> Any:
+    """The fused elementwise kernels of a bfloat16 forward (elementwise.c), or None
+    (``elementwise_why_not()`` says why)."""
+    if "elementwise" not in _STATE:
+        _STATE["elementwise"] = _load_elementwise()
+    return _STATE["elementwise"]
+
+
+def elementwise_why_not() -> str | None:
+    return None if elementwise_kernels() is not None else _STATE.get("elementwise_why")
+
+
+def rms_norm_bf16(x: Any, w: Any, eps: float) -> Any:
+    """RMSNorm of float32 rows ``x`` (T, H), weighted by ``w`` (H,) float32, in bfloat16."""
+    import torch
+
+    x = x.contiguous()
+    out = torch.empty(x.shape, dtype=torch.bfloat16)
+    elementwise_kernels().lmb_rms_norm_bf16(x.data_ptr(), w.data_ptr(), x.shape[0], x.shape[1], eps, out.data_ptr())
+    return out
+
+
+def silu_mul_bf16(gu: Any, inter: int) -> Any:
+    """SiLU(gate) * up in bfloat16 from ``gu`` (T, 2 inter) bfloat16, gate first."""
+    import torch
+
+    gu = gu.contiguous()
+    out = torch.empty((gu.shape[0], inter), dtype=torch.bfloat16)
+    elementwise_kernels().lmb_silu_mul_bf16(gu.data_ptr(), gu.shape[0], inter, out.data_ptr())
+    return out
+
+
+def qkv_rotary(qkv: Any, cos: Any, sin: Any, heads: int, kv_heads: int, head_dim: int) -> tuple[Any, Any, Any]:
+    """(q (T, H, D), k (T, KH, D), v (T, KH, D)) float32 from a fused q/k/v output (T, (H
+    + 2 KH) D) bfloat16, rotary (``cos``, ``sin``: (T, D) float32) applied to q and k."""
+    import torch
+
+    t = qkv.shape[0]
+    qkv, cos, sin = qkv.contiguous(), cos.contiguous(), sin.contiguous()
+    q = torch.empty((t, heads, head_dim), dtype=torch.float32)
+    k = torch.empty((t, kv_heads, head_dim), dtype=torch.float32)
+    v = torch.empty((t, kv_heads, head_dim), dtype=torch.float32)
+    elementwise_kernels().lmb_qkv_rotary(qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), t, heads, kv_heads, head_dim,
+                                         q.data_ptr(), k.data_ptr(), v.data_ptr())
+    return q, k, v
