@@ -1,6 +1,8 @@
 """Native kernels: C compiled on first use with the machine's C compiler, loaded with ctypes.
 
-Two kernels. The scoring engine's packed attention (packed_attention.c): each packed
+Two attention kernels, and the fused elementwise passes of a bfloat16 forward
+(elementwise.c: RMSNorm to bfloat16, rotary from the q/k/v output, SiLU product; AVX-512
+only, else torch's passes). The scoring engine's packed attention (packed_attention.c): each packed
 row against its prefix cache and causally against its own segment in one pass, in
 float32, 12 queries (rows x the query heads of one kv head) per block of keys; torch's
 fused kernel spends most of its time on per-block overhead at these lengths (a segment
