@@ -167,7 +167,7 @@ class PackedModel:
             # the residual stream stays float32: a product's output is added in place, widened
             # as it is read (the same numbers as casting it first, one pass fewer)
             x.add_(torch.nn.functional.linear(o.reshape(o.shape[0], -1).to(cdt), wt(L.o), wt(L.o_b)))
-            x = self._mlp(x, L, wt, cdt)
+            x = self._mlp(x, L, wt)
         h = self._norm(x, self.norm_w)
         return (h, _split_kv(new_k, new_v, geo.lens)) if kv_out else (h, None)
 
@@ -248,7 +248,7 @@ class PackedModel:
             l_r[part] = l_b.transpose(1, 2).reshape(n * w, h_)
         return o_r[slot], l_r[slot]
 
-    def _mlp(self, x, L: _Layer, wt, cdt):
+    def _mlp(self, x, L: _Layer, wt):
         import torch.nn.functional as F
 
         gu = F.linear(self.norm_to(x, L.ln2), wt(L.gu))
