@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -89,9 +90,11 @@ def check_out_dir(path: Path, flag: str = "--out") -> None:
     """A folder the results can go to: made now, so a bad path fails before the work."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".lmboard-write-test"
-        probe.write_text("")
-        probe.unlink()
+        # a probe of this process's own: ranks under torchrun check the same folder at once
+        # (one shared name let one rank delete the other's probe: "No such file")
+        fd, probe = tempfile.mkstemp(prefix=".lmboard-write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e:
         raise UsageError(f"{flag}: cannot write to {path} ({e.strerror or e})") from e
 
