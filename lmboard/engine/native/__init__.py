@@ -77,16 +77,23 @@ def _build(source: Path = SOURCE) -> Path:
     return out
 
 
-def _load() -> dict[str, Callable[..., None]] | None:
+def _open(source: Path, why_key: str) -> Any:
+    """The compiled library of ``source``, or None with the reason under ``why_key``."""
     if os.environ.get("LMBOARD_NATIVE", "1") == "0":
-        _STATE["why"] = "LMBOARD_NATIVE=0"
+        _STATE[why_key] = "LMBOARD_NATIVE=0"
         return None
     try:
         import torch  # noqa: F401  (its OpenMP runtime must be the one loaded)
 
-        lib = ctypes.CDLL(str(_build()))
+        return ctypes.CDLL(str(_build(source)))
     except OSError as e:
-        _STATE["why"] = str(e)
+        _STATE[why_key] = str(e)
+        return None
+
+
+def _load() -> dict[str, Callable[..., None]] | None:
+    lib = _open(SOURCE, "why")
+    if lib is None:
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     fns = {}
@@ -143,15 +150,8 @@ QB = 12  # queries per block in packed_attention.c
 
 def _load_packed() -> tuple[Callable[..., int] | None, int]:
     """The packed kernel and its vector width (16: AVX-512, 8: AVX2), or (None, 0)."""
-    if os.environ.get("LMBOARD_NATIVE", "1") == "0":
-        _STATE["packed_why"] = "LMBOARD_NATIVE=0"
-        return None, 0
-    try:
-        import torch  # noqa: F401  (its OpenMP runtime must be the one loaded)
-
-        lib = ctypes.CDLL(str(_build(PACKED_SOURCE)))
-    except OSError as e:
-        _STATE["packed_why"] = str(e)
+    lib = _open(PACKED_SOURCE, "packed_why")
+    if lib is None:
         return None, 0
     width = lib.lmb_packed_ok()
     if not width:
@@ -244,18 +244,11 @@ def packed_applies(dtype: Any, heads: int, kv_heads: int, head_dim: int) -> bool
 
 
 def _load_elementwise() -> Any:
-    if os.environ.get("LMBOARD_NATIVE", "1") == "0":
-        _STATE["elementwise_why"] = "LMBOARD_NATIVE=0"
-        return None
-    try:
-        import torch  # noqa: F401  (its OpenMP runtime must be the one loaded)
-
-        lib = ctypes.CDLL(str(_build(ELEMENTWISE_SOURCE)))
-    except OSError as e:
-        _STATE["elementwise_why"] = str(e)
+    lib = _open(ELEMENTWISE_SOURCE, "elementwise_why")
+    if lib is None:
         return None
     if lib.lmb_elementwise_width() < 16:
-        _STATE["elementwise_why"] = "no AVX-512 (the scalar build is not faster than torch's passes)"
+        _STATE["elementwise_why"] = "no AVX-512 (the engine takes the vector build only; the scalar one was not timed)"
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.lmb_rms_norm_bf16.argtypes = [ptr, ptr, i64, i64, ctypes.c_float, ptr]
@@ -266,7 +259,7 @@ def _load_elementwise() -> Any:
     return lib
 
 
-def elementwise_kernels(any_width: bool = False) -> Any:
+def elementwise_kernels() -> Any:
     """The fused elementwise kernels of a bfloat16 forward (elementwise.c), or None
     (``elementwise_why_not()`` says why)."""
     if "elementwise" not in _STATE:

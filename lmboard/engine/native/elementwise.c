@@ -2,8 +2,9 @@
 
    Between its matrix products a bfloat16 layer ran about fifteen torch elementwise
    passes (an RMSNorm, its cast, the cast of q/k/v to float32, rotary's cat, negation,
-   two products and a sum, SiLU, the gate's product...): on SmolLM2 they took 30-40% of
-   a packed forward's time on 2 cores, more than the products. Each kernel here reads
+   two products and a sum, SiLU, the gate's product...): on SmolLM2 (2 cores, a 2,046-token
+   batch) torch's profiler put them at 0.38 s of a 1.31 s packed forward, more than the
+   products' 0.32 s. Each kernel here reads
    its input once and writes its output once:
 
    - lmb_rms_norm_bf16: RMSNorm of float32 rows, weighted, rounded to bfloat16 (the
