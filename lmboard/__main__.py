@@ -1,7 +1,5 @@
 """`python -m lmboard`: the command line."""
 
-import sys
+from lmboard.cli import entry
 
-from lmboard.cli import main
-
-sys.exit(main())
+entry()

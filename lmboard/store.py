@@ -18,6 +18,7 @@ import json
 import os
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,6 +85,16 @@ class OpenedRun:
     changed: tuple[str, ...] = ()  # the settings that differ from it
 
 
+_OPEN: weakref.WeakSet = weakref.WeakSet()  # stores open in this process (close_all)
+
+
+def close_all() -> None:
+    """Close every store this process opened: SQLite folds the write-ahead log into the
+    database file (the command line ends with this before its fast exit)."""
+    for store in list(_OPEN):
+        store.close()
+
+
 class Store:
     def __init__(self, path: Path | str | None = None, notify: Callable[[str], None] | None = None):
         """``notify`` receives the store's notes for the user (a resumed or new run, a wait)."""
@@ -93,6 +104,7 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._open()
+            _OPEN.add(self)
         except OSError as e:
             raise UsageError(f"--db: cannot open {self.path} ({e.strerror or e})") from e
         except sqlite3.DatabaseError as e:
@@ -269,6 +281,15 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+        _OPEN.discard(self)
+
+    def __del__(self) -> None:
+        # A dropped store closes its connection now: sqlite3's statement cache holds a
+        # cycle back to the connection, which would otherwise wait for the cyclic
+        # collector (never, before a fast exit: its write-ahead log left beside the file).
+        conn = self.__dict__.get("conn")
+        if conn is not None:
+            conn.close()
 
 
 def _changed(old: dict, new: dict, prefix: str = "") -> list[str]:

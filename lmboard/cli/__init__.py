@@ -8,6 +8,7 @@ another; what they share is in common.py.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 
@@ -69,6 +70,25 @@ def main(argv: list[str] | None = None) -> int:
         print(why, file=sys.stderr)
     parallel.leave(code)
     return code
+
+
+def entry() -> None:
+    """The console script (and ``python -m lmboard``): main, then a fast exit. Once a
+    command is done, the interpreter's own teardown (freeing every module and tensor one
+    by one) took about a second of a 24-second ShopBench run; the stores are closed and
+    the exit handlers run first, so nothing written is lost. An unexpected exception
+    takes the ordinary way out (its traceback)."""
+    code = main()
+    from lmboard.store import close_all
+
+    close_all()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(code)
 
 
 def _run(argv: list[str] | None) -> tuple[int, str | None]:

@@ -176,3 +176,22 @@ def test_bad_input_is_one_line(small, tmp_path):
     check_one_line_error(ev("--data", str(ml), "--responses", str(resp)), "multilingual-sent-transformer",
                          "--embedder multilingual-sent-transformer=PATH")
     check_one_line_error(ev("--data", str(data), "--routes", str(tmp_path / "none.yaml")), "--routes", "no such file")
+
+
+def test_the_console_entry_exits_fast_with_the_store_closed(small):
+    """``python -m lmboard`` (the console script's ``entry``) ends with os._exit: its exit
+    code is main's, its output is flushed, and the store is closed first (SQLite folded its
+    write-ahead log into the file: no -wal file left)."""
+    import subprocess
+    import sys
+
+    tmp, data, resp = small
+    base = [sys.executable, "-m", "lmboard", "eval", "openai:m@http://127.0.0.1:9/v1", "--task", "shopbench",
+            "--data", str(data), "--db", str(tmp / "fast.db")]
+    r = subprocess.run([*base, "--responses", str(resp), "--out", str(tmp / "fast")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "overall" in r.stdout  # the table reached the pipe before the process ended
+    assert (tmp / "fast" / "scores.json").is_file()
+    assert (tmp / "fast.db").is_file() and not (tmp / "fast.db-wal").exists()
+    bad = subprocess.run([*base, "--responses", str(tmp / "missing.jsonl")], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing.jsonl" in bad.stderr
