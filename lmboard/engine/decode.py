@@ -168,6 +168,25 @@ class Decoder:
         cache.lens[:b] += 1
         return self._norm(x, pm.norm_w)
 
+    def extend(self, rows: Sequence[Sequence[int]]):
+        """Several tokens for each sequence in slots ``0..len(rows)-1`` in one packed
+        forward on its own cache (speculative decoding: its last token and a guessed
+        continuation). Returns the final-normed hidden state at every token, row after
+        row, and each row's keys and values; nothing is written (``accept`` keeps some).
+        The new tokens attend to one another in float32 where a decode step would have
+        rounded their keys and values to the cache's dtype first: in bfloat16 the
+        numbers differ from step by step's by that rounding (a close call's answer can
+        change; the float32 recheck decides those)."""
+        c = self.cache
+        segs = [Segment(list(ids), PrefixKV([k[slot, :, :int(c.lens[slot])].float() for k in c.k],
+                                            [v[slot, :, :int(c.lens[slot])].float() for v in c.v]))
+                for slot, ids in enumerate(rows)]
+        return self.pm.forward(segs, keep="all", kv_out=True)
+
+    def accept(self, slot: int, kv: PrefixKV, n: int) -> None:
+        """The first ``n`` tokens' keys and values of ``kv`` (from ``extend``) join the slot's cache."""
+        self.cache.put(slot, kv.sliced(n), int(self.cache.lens[slot]))
+
     def _norm(self, x, w):
         """RMSNorm as one fused kernel (the same numbers as the packed forward's)."""
         import torch.nn.functional as F

@@ -218,6 +218,6 @@ def generate_exactly(lm: LocalLM, ids: Any, mask: Any, new_tokens: int, streamer
     streamer.put(ids)
     job = DecodeJob(rows, [str(i) for i in range(len(rows))], new_tokens, SamplingConfig(False))
     sched = SchedulerSettings(max_batch=len(rows), prefill_tokens=sum(map(len, rows)),
-                              on_tokens=lambda n: streamer.put(None))
+                              on_tokens=lambda n: streamer.put(None), speculate=False)
     new = {f.index: f.tokens for f in run_continuous(pm, lm.model.get_output_embeddings(), job, sched)}
     return torch.cat([ids, torch.tensor([new[i] for i in range(len(rows))], device=ids.device)], dim=1)

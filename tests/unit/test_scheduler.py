@@ -172,3 +172,32 @@ def test_close_greedy_answers_are_decoded_again_in_float32(sp_model_dir, tiny_sp
     redone = {k for k, r in some.items() if r.settings.get("recheck") == "float32"}
     assert redone == {k for k, g in gaps.items() if g < margin}
     assert all(some[k].output == (fp32[k] if k in redone else plain[k].output) for k in gaps)
+
+
+def test_prompt_lookup_draft():
+    from lmboard.engine.scheduler import lookup_draft
+
+    ctx = [5, 6, 7, 8, 9, 1, 5, 6, 7]
+    assert lookup_draft(ctx, 3) == [8, 9, 1]  # the 3-gram 5 6 7 seen before: what followed it
+    assert lookup_draft(ctx, 10) == [8, 9, 1, 5, 6, 7]  # up to the context's end
+    assert lookup_draft([1, 2, 3, 9, 2, 3, 4, 3], 2) == [4, 3]  # no 3- or 2-gram repeats: the latest 3 before
+    assert lookup_draft([1, 2, 3, 4], 5) == [] and lookup_draft([4], 2) == []
+    assert lookup_draft([7, 1, 7, 2, 7], 1) == [2]  # the latest earlier occurrence
+
+
+def test_speculative_tail_gives_the_step_by_step_answers(tiny_sp):
+    """Prompt lookup at the tail (speculate=True: on in float32 too) keeps exactly the
+    tokens step-by-step decoding chooses, with fewer forwards where its guesses hold (a
+    random model's greedy answers fall into loops that the lookup then predicts)."""
+    reqs = prompts(3) + [GenRequest("loop", text=" ".join(WORDS[:6] * 4))]
+    settings = GenerationSettings(max_new_tokens=40, do_sample=False, raw=True, ignore_eos=True)
+    forwards = {}
+    outs = {}
+    for spec in (False, True):
+        n = [0]
+        outs[spec] = {k: r.output for k, r in answers(tiny_sp, reqs, settings, max_batch=4, speculate=spec,
+                                                      on_tokens=lambda k, n=n: n.__setitem__(0, n[0] + 1)).items()}
+        forwards[spec] = n[0]
+    assert outs[True] == outs[False]
+    assert forwards[False] == 40  # one forward per token (all four in flight together)
+    assert forwards[True] < forwards[False]
