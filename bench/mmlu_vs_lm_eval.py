@@ -107,17 +107,37 @@ def run_lmboard(tmp: Path, subjects: list[str], shots: int, limit: str, extra: l
     return acc, samples, wall
 
 
-def flops(acc: dict) -> float:
+def flops(acc: dict, float32_only: bool = False) -> float:
     """FLOPs of the tokens lmboard ran: 2 x non-embedding parameters per token, plus
     attention (4 x layers x hidden x attended length per token, approximated with the
-    mean prompt length), plus the LM head on the scored rows."""
+    mean prompt length), plus the LM head on the scored rows. ``float32_only``: of the
+    tokens the float32 twin ran (prefixes and rescored questions; heads not counted)."""
     eng = acc["provenance"]["engine"]
     hidden, layers, inter, vocab = 576, 30, 1536, 49152  # SmolLM2-135M
     kv = 192
     per_token = 2 * layers * (hidden * (hidden + 2 * kv + hidden) + 3 * hidden * inter)
     mean_ctx = (eng["tokens_run"] + eng["prefix_tokens_reused"]) / max(eng["items"], 1)
     attn = 4 * layers * hidden * mean_ctx
+    if float32_only:
+        return eng.get("float32_tokens", 0) * (per_token + attn)
     return eng["tokens_run"] * (per_token + attn) + eng["items"] * 2 * hidden * vocab
+
+
+def ceiling_share(acc: dict, peak: float) -> float:
+    """The largest share of the bfloat16 peak this run's work allows: its float32 FLOPs
+    (the twin's prefixes and rescored questions: what makes the answers float32's) at the
+    best float32 matmul rate measured here, every other FLOP at the bfloat16 peak, and
+    nothing else (no attention kernel, no elementwise pass, no start-up) costing time."""
+    total, f32 = flops(acc), flops(acc, float32_only=True)
+    return round(total / (f32 / matmul_peak("float32", 5.0) + (total - f32) / peak) / peak, 3)
+
+
+def ceiling_line(acc: dict, ceiling: float) -> str:
+    eng = acc["provenance"]["engine"]
+    share = flops(acc, float32_only=True) / flops(acc)
+    return (f"float32 work: {eng['float32_tokens']} of {eng['tokens_run']} tokens ({share:.0%} of the FLOPs: prefixes "
+            f"and rescored questions, run by the float32 twin); with those at the best float32 matmul rate here and "
+            f"everything else free at the bfloat16 peak, at most {ceiling:.0%} of that peak is reachable")
 
 
 def compare(subjects, lm_eval_res, lmb_samples, mmlu) -> tuple[float, int, int]:
@@ -196,7 +216,10 @@ def main() -> None:
             peaks[dtype] = peak = matmul_peak(dtype)
             print(f"matmul peak here: {dtype} {peak / 1e9:.0f} GFLOP/s")
             print(f"lmboard achieved {fl / 1e9:.0f} GFLOP/s = {fl / peak:.0%} of the {dtype} matmul peak"
-                  f" (engine: {json.dumps({k: acc['provenance']['engine'][k] for k in ('forward', 'tokens_run', 'padded_tokens', 'prefix_tokens_reused', 'batches', 'batch_tokens', 'boundary_trimmed', 'fallbacks', 'rechecked', 'calibration', 'recheck_bound', 'recheck_margin')})})")
+                  f" (engine: {json.dumps({k: acc['provenance']['engine'][k] for k in ('forward', 'tokens_run', 'padded_tokens', 'prefix_tokens_reused', 'batches', 'batch_tokens', 'boundary_trimmed', 'fallbacks', 'rechecked', 'calibration', 'recheck_bound', 'recheck_margin', 'float32_tokens')})})")
+            if dtype != "float32" and acc["provenance"]["engine"].get("float32_tokens"):
+                row["peak_share"], row["peak_share_ceiling"] = round(fl / peak, 3), ceiling_share(acc, peak)
+                print(ceiling_line(acc, row["peak_share_ceiling"]))
             if args.fp32_check:
                 acc32, s32, w32 = run_lmboard(tmp, subjects, shots, args.limit, ["--dtype", "float32"])
                 a32, _, _ = compare(subjects, le, s32, None)

@@ -18,8 +18,8 @@ from lmboard.engine.stats import Budget, EngineStats
 
 class PrefixCaches:
     def __init__(self, plan: Plan, runner: Runner, budget: Budget, stats: EngineStats,
-                 oom_guard: Callable[[int], None] | None = None):
-        self.plan, self.runner = plan, runner
+                 oom_guard: Callable[[int], None] | None = None, float32_twin: bool = False):
+        self.plan, self.runner, self.float32_twin = plan, runner, float32_twin
         self.budget, self.stats, self.oom_guard = budget, stats, oom_guard
         self.held: dict[int, Cache] = {}
 
@@ -51,6 +51,7 @@ class PrefixCaches:
         for c, kv in zip(chunk, self.runner.prefixes(reqs), strict=True):
             self.held[c] = kv
             self.stats.tokens_run += p.fresh(c)
+            self.stats.float32_tokens += p.fresh(c) if self.float32_twin else 0
             self.stats.prefix_tokens_reused -= p.fresh(c)
 
     def views(self, idx: list[int]) -> dict[tuple[int, int], Cache]:

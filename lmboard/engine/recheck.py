@@ -126,6 +126,7 @@ class Recheck:
                                         for i in sub], self.targets)
             self.stats.rechecked += len(sub)
             self.stats.tokens_run += sum(len(segs[i].ids) for i in sub)
+            self.stats.float32_tokens += sum(len(segs[i].ids) for i in sub)
             fault("recheck")
             rows = [exact[r].tolist() for r in range(len(sub))]
             checked = {}

@@ -93,7 +93,8 @@ class _Run:
         s.boundary_trimmed, s.fallbacks = self.plan.counts.boundary_trimmed, self.plan.counts.fallbacks
         s.prefix_groups = sum(1 for g in self.plan.groups if g.shared)
         # with a recheck, prefixes are computed once by the float32 model and serve both passes
-        self.caches = PrefixCaches(self.plan, checker or self.runner, self.budget, s, hooks.oom_guard)
+        self.caches = PrefixCaches(self.plan, checker or self.runner, self.budget, s, hooks.oom_guard,
+                                   float32_twin=checker is not None)
         self.recheck = (Recheck(checker, engine.recheck_margin, self.plan, self.caches, self.targets, self.budget,
                                 s, self.decided, hooks.stored) if checker else None)
         self.hooks, self.lse = hooks, lse

@@ -24,6 +24,9 @@ class EngineStats:
     recheck_bound: float = 0.0  # the largest bfloat16-vs-float32 gap error measured
     calibration: int = 0  # calibration questions (rescored whatever their gap)
     rechecked: int = 0
+    # tokens the float32 twin ran (with a recheck: every prefix, and the rescored
+    # questions), also counted in tokens_run
+    float32_tokens: int = 0
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
