@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmboard.engine.batching import is_oom
-from lmboard.engine.decode import Decoder, DecodeWeights, SlotCache, _float32, cache_bytes_per_token
+from lmboard.engine.decode import Decoder, DecodeWeights, SlotCache, cache_bytes_per_token
 from lmboard.engine.packed import PackedModel, PrefixKV, Segment
 from lmboard.engine.plan import MIN_SHARED, common_prefix_len, in_order
 from lmboard.engine.prefill import common_start
@@ -213,7 +213,9 @@ class Scheduler:
         yield from self._advance(h, 0)
 
     def _speculates(self) -> bool:
-        on = self.sched.speculate if self.sched.speculate is not None else self.pm.dtype != _float32()
+        import torch
+
+        on = self.sched.speculate if self.sched.speculate is not None else self.pm.dtype != torch.float32
         return on and self.job.sampling.plain_greedy and len(self.active) <= SPEC_ROWS
 
     def _spec_step(self) -> Iterator[Finished]:
@@ -257,8 +259,8 @@ class Scheduler:
         """Append each sequence's next token (rows of ``h`` are slots ``first..``)."""
         seqs = self.active[first:first + int(h.shape[0])]
         nxt, gaps = self._choose(h, seqs)
-        yield from self._append([([t], None if gaps is None else [g]) for t, g in zip(nxt, gaps or nxt, strict=True)],
-                                first)
+        each = gaps if gaps is not None else [None] * len(nxt)
+        yield from self._append([([t], None if g is None else [g]) for t, g in zip(nxt, each, strict=True)], first)
 
     def _append(self, kept: list[tuple[list[int], list[float] | None]], first: int) -> Iterator[Finished]:
         """Append each sequence's new tokens (slots ``first..``; with the gaps of their
