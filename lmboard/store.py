@@ -92,7 +92,10 @@ def close_all() -> None:
     """Close every store this process opened: SQLite folds the write-ahead log into the
     database file (the command line ends with this before its fast exit)."""
     for store in list(_OPEN):
-        store.close()
+        try:
+            store.close()
+        except sqlite3.ProgrammingError:  # opened on another thread: sqlite3 lets only that one close it
+            pass
 
 
 class Store:
@@ -287,9 +290,14 @@ class Store:
         # A dropped store closes its connection now: sqlite3's statement cache holds a
         # cycle back to the connection, which would otherwise wait for the cyclic
         # collector (never, before a fast exit: its write-ahead log left beside the file).
+        # A store dropped on another thread than its own (the collector runs anywhere)
+        # cannot close it: sqlite3 refuses, and the connection waits for the collector.
         conn = self.__dict__.get("conn")
         if conn is not None:
-            conn.close()
+            try:
+                conn.close()
+            except sqlite3.ProgrammingError:
+                pass
 
 
 def _changed(old: dict, new: dict, prefix: str = "") -> list[str]:
