@@ -145,6 +145,8 @@ def _prepack_fits(pm: PackedModel, head: Any) -> bool:
 
 class Scheduler:
     def __init__(self, pm: PackedModel, head: Any, job: DecodeJob, sched: SchedulerSettings):
+        import torch
+
         self.job, self.sched, self.pm = job, sched, pm
         capacity = max(len(p) + job.limit(i) for i, p in enumerate(job.prompts))
         self.slots = plan_slots(pm, capacity, len(job.prompts), sched)
@@ -157,6 +159,8 @@ class Scheduler:
                     raise
                 self.slots //= 2
         self.dec = Decoder(pm, _weights(pm, head), cache)
+        on = sched.speculate if sched.speculate is not None else pm.dtype != torch.float32
+        self.speculates = on and job.sampling.plain_greedy  # at the tail: SPEC_ROWS sequences or fewer
         self.waiting: deque[int] = deque(range(len(job.prompts)))
         self.active: list[_Seq] = []
         self.base_of: dict[int, PrefixKV | None] = {}  # prompt -> the shared start it runs on
@@ -176,7 +180,7 @@ class Scheduler:
                 try:
                     if self.waiting and len(self.active) < self.slots:
                         yield from self._admit()
-                    if self.active and self._speculates():
+                    if self.active and self.speculates and len(self.active) <= SPEC_ROWS:
                         yield from self._spec_step()
                     elif self.active:
                         yield from self._step()
@@ -211,12 +215,6 @@ class Scheduler:
             self.sched.oom_guard(len(self.active), int(self.dec.cache.lens[: len(self.active)].sum()))
         h = self.dec.step(torch.tensor([s.new[-1] for s in self.active]))
         yield from self._advance(h, 0)
-
-    def _speculates(self) -> bool:
-        import torch
-
-        on = self.sched.speculate if self.sched.speculate is not None else self.pm.dtype != torch.float32
-        return on and self.job.sampling.plain_greedy and len(self.active) <= SPEC_ROWS
 
     def _spec_step(self) -> Iterator[Finished]:
         """One forward over each sequence's last token and its guessed continuation; each
