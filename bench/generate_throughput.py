@@ -51,8 +51,8 @@ def matmul_peak(dtype) -> float:
 
 
 def lmboard_run(dtype: str | None, scheduler: str, instructions: list[str], new_tokens: int):
-    from lmboard.engine.generation import generate_batched
     from lmboard.lm import GenerationSettings, GenRequest
+    from lmboard.models.engine.generation import generate_batched
     from lmboard.models.registry import load_model
     from lmboard.models.spec import parse_model_spec
 

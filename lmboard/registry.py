@@ -1,6 +1,6 @@
 """One registry mechanism for every kind of plugin: a decorator and a lazy entry-point group.
 
-A kind (model backends, aliases, inference functions, tasks, metrics, judges) is a
+A kind (model backends, aliases, inference functions, tasks) is a
 ``Registry``. Code registers with its decorator; the registry finds what is not
 registered yet in its entry-point group, loading only on a miss: first the entry point
 of the name asked for, then the rest of the group. lmboard's built-ins are listed in
@@ -85,8 +85,6 @@ BACKENDS: Registry = Registry("model backend", "lmboard.models")
 ALIASES: Registry = Registry("model alias", "lmboard.models")
 INFER: Registry = Registry("inference function", "lmboard.models")
 TASKS: Registry = Registry("task", "lmboard.tasks")
-METRICS: Registry = Registry("metric", "lmboard.metrics")
-JUDGES: Registry = Registry("judge", "lmboard.judges")
 
 
 def register_model(name: str, options: type | None = None):

@@ -68,6 +68,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN family TEXT;
     CREATE INDEX runs_family ON runs(family);
     """,
+    # 4: a sample's note: the backend's record of how it made the result (opaque here,
+    #    handed back to the backend on resume). 'pending' now means provisional: the
+    #    backend decides it later. Samples stored before carried the float32 recheck's
+    #    record in their data ("recheck": {bf16_logits, gap_error, calibration}): it
+    #    becomes their note, as the hf backend writes it now.
+    """
+    ALTER TABLE samples ADD COLUMN note TEXT;
+    UPDATE samples SET note = json_object('recheck', json(json_extract(data, '$.recheck')))
+        WHERE json_type(data, '$.recheck') = 'object';
+    """,
 ]
 OUR_TABLES = {"runs", "samples", "judgments"}
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -83,6 +93,15 @@ class OpenedRun:
     resumed: bool  # the run existed: its stored samples count
     differs_from: str | None = None  # another run of the same family, when this one is new
     changed: tuple[str, ...] = ()  # the settings that differ from it
+
+
+@dataclass(frozen=True)
+class StoredSample:
+    """A stored sample, as a resumed run sees it (``Store.stored``)."""
+
+    final: bool
+    data: dict | None  # loaded for provisional samples and those with a note
+    note: dict | None
 
 
 _OPEN: weakref.WeakSet = weakref.WeakSet()  # stores open in this process (close_all)
@@ -249,13 +268,17 @@ class Store:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     # ---- samples
-    def add_samples(self, run_id: str, items: Iterable[tuple[str, dict]], state: str = "final") -> None:
-        """One transaction per call: callers pass a batch as it completes."""
+    def add_samples(self, run_id: str, items: Iterable[tuple[str, dict] | tuple[str, dict, dict | None]],
+                    state: str = "final") -> None:
+        """One transaction per call: callers pass a batch as it completes. An item is
+        (key, data) or (key, data, note); ``state``: final, or pending (provisional)."""
         now = time.time()
+        rows = [(run_id, it[0], json.dumps(it[1]), now, state,
+                 json.dumps(it[2]) if len(it) > 2 and it[2] is not None else None) for it in items]
         with self.conn:
             self.conn.executemany(
-                "INSERT OR REPLACE INTO samples (run_id, key, data, created, state) VALUES (?, ?, ?, ?, ?)",
-                [(run_id, k, json.dumps(d), now, state) for k, d in items],
+                "INSERT OR REPLACE INTO samples (run_id, key, data, created, state, note) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
             )
             fault("store.write")
 
@@ -267,6 +290,16 @@ class Store:
     def samples(self, run_id: str) -> Iterator[tuple[str, dict]]:
         for k, d in self.conn.execute("SELECT key, data FROM samples WHERE run_id = ?", (run_id,)):
             yield k, json.loads(d)
+
+    def stored(self, run_id: str) -> dict[str, StoredSample]:
+        """Every sample of the run with its state and note; the data of provisional ones
+        (and of those with a note) only: what a resumed run hands back to its backend."""
+        out = {}
+        for k, state, note, data in self.conn.execute(
+                "SELECT key, state, note, CASE WHEN state != 'final' OR note IS NOT NULL THEN data END "
+                "FROM samples WHERE run_id = ?", (run_id,)):
+            out[k] = StoredSample(state == "final", json.loads(data) if data else None, json.loads(note) if note else None)
+        return out
 
     # ---- judgments
     def get_judgment(self, cache_key: str) -> dict | None:

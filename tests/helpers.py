@@ -91,3 +91,28 @@ def check_one_line_error(r, *needles: str) -> str:
     for n in needles:
         assert n in lines[0], lines[0]
     return lines[0]
+
+
+def generate(lm, reqs, settings, skip=None, exact: bool = False, **runtime):
+    """``lm.generate`` (the protocol), under other runtime options of the hf backend when
+    given (batch_size, scheduler, recheck...): the same loaded model, not loaded again."""
+    return (lm.with_runtime(**runtime) if runtime else lm).generate(reqs, settings, skip=skip, exact=exact)
+
+
+def grouped(sets) -> list:
+    """Request sets, each with its own settings, as one list of requests carrying them."""
+    from dataclasses import replace
+
+    return [replace(r, settings=st) for reqs, st in sets for r in reqs]
+
+
+def continuous(lm, sets, sched=None, recheck: float = 0.0, skip=None):
+    """The CPU runtime's continuous scheduler itself, with scheduler settings tests set
+    (memory, out-of-memory guards, speculation)."""
+    from lmboard.models.engine.continuous import continuous_groups
+    from lmboard.models.engine.packed import packed_for
+    from lmboard.models.engine.scheduler import SchedulerSettings
+
+    pm, why = packed_for(lm.model, lm.device)
+    assert pm is not None, why
+    return continuous_groups(lm, pm, sets, skip, sched or SchedulerSettings(), recheck)

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from lmboard.cli.common import GEN_OPTS, THREADS, err, generation_settings, load_lm, model_spec
-from lmboard.lm import Capability, capability_error
+from lmboard.lm import Capability, StreamingLM, require
 
 
 def chat_cmd(
@@ -20,12 +20,9 @@ def chat_cmd(
     threads: int | None = THREADS,
 ) -> None:
     """Interactive multi-turn chat: /reset, /system TEXT, /exit."""
-    from lmboard.engine import stream
-
-    lm = load_lm(model_spec(model), quiet=True, threads=threads)
+    lm: StreamingLM = require(load_lm(model_spec(model), quiet=True, threads=threads), Capability.STREAM,
+                              "lmboard chat", StreamingLM)
     settings = generation_settings(max_new_tokens, temperature, None, None, None, do_sample, seed, None, None, False)
-    if not lm.capabilities & {Capability.LOGITS, Capability.STREAM}:
-        raise capability_error(lm.spec, lm.capabilities, Capability.STREAM, "lmboard chat")
     history: list[dict[str, str]] = []
     err.print("chat ready: /reset, /system TEXT, /exit", markup=False)
     while True:
@@ -49,7 +46,7 @@ def chat_cmd(
         history.append({"role": "user", "content": text})
         msgs = ([{"role": "system", "content": system}] if system else []) + history
         answer = []
-        for piece in stream(lm, msgs, settings):
+        for piece in lm.stream(msgs, settings):
             sys.stdout.write(piece)
             sys.stdout.flush()
             answer.append(piece)

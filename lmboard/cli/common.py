@@ -36,10 +36,17 @@ def builtin_data(task: str) -> Path:
     return Path(str(resources.files("lmboard.data").joinpath(task)))
 
 
-def model_spec(text: str, dtype: str | None = None) -> ModelSpec:
-    """A model spec from the command line; ``--dtype`` overrides the spec's own."""
+def model_spec(text: str, dtype: str | None = None, **options: object) -> ModelSpec:
+    """A model spec from the command line; ``--dtype`` and the flags that stand for a
+    backend option (``--scheduler`` for ``scheduler=``...) override the spec's own. A flag
+    left unset changes nothing; one the backend does not have is a one-line error."""
     spec = parse_model_spec(text)
-    return spec.with_options("--dtype", dtype=dtype) if dtype else spec
+    if dtype:
+        spec = spec.with_options("--dtype", dtype=dtype)
+    for name, value in options.items():
+        if value is not None:
+            spec = spec.with_options(f"--{name.replace('_', '-')}", **{name: value})
+    return spec
 
 
 def available_cores() -> int:

@@ -1,15 +1,18 @@
-"""`lmboard eval`: a multiple-choice exam (MMLU, CMMLU, C-Eval) or a classification."""
+"""`lmboard eval`: a multiple-choice exam (MMLU, CMMLU, C-Eval), a classification or a routed
+benchmark (ShopBench). Its flags come in typed groups (cli/options.py): the common ones,
+then one group per kind of task; a group that does not apply to the task is an error
+when given."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from lmboard.cli import options
 from lmboard.cli.common import (
-    DB,
-    QUIET,
-    THREADS,
     builtin_data,
     check_out_dir,
     check_positive,
@@ -17,13 +20,10 @@ from lmboard.cli.common import (
     model_spec,
     open_store,
     out,
-    parse_budget,
     parse_labels,
-    parse_margin,
     progress_bar,
     split_list,
 )
-from lmboard.engine import EngineSettings
 from lmboard.errors import UsageError
 from lmboard.lm import Capability, ModelSpec
 from lmboard.models.registry import backend_capabilities, require_backend
@@ -33,143 +33,165 @@ from lmboard.registry import TASKS
 EXAM = "Exam options (--task mmlu, cmmlu, ceval)"
 CLS = "Classification options (--task classify)"
 ROUTED = "Routed-benchmark options (--task shopbench)"
-ROUTES_OPT = typer.Option(None, help="Route file (JSON or YAML), tried before the built-in routes",
-                          rich_help_panel=ROUTED)
-PARSE_OPT = typer.Option("official", help="official (the kit's parsers.py 0.1.1) or lenient (the seed's)",
-                         rich_help_panel=ROUTED)
-MC_BY_OPT = typer.Option("generate", help="Multiple choice by generate, or loglik (option numbers' log-likelihood)",
-                         rich_help_panel=ROUTED)
-RESPONSES_OPT = typer.Option(None, help="Score these answers (JSONL: index or input_field, response); no model runs",
-                             rich_help_panel=ROUTED)
-EMBEDDER_OPT = typer.Option(None, help="METRIC=PATH: a local sentence-transformers model for a metric (repeatable)",
-                            rich_help_panel=ROUTED)
-ENGINE = "Scoring engine (speed only, except --recheck-margin)"
-RECHECK_HELP = ("bf16/fp16: answer again on the float32 model the answers whose top two logits are closer than this: "
-                "auto (exams: twice the largest bf16 error measured in the run; ShopBench's greedy answers: 0.05 at "
-                "their closest decision), a number, or 0 (off)")
+RUN = "How the model runs (the hf backend's spec keys; speed only, except --recheck-margin)"
+RECHECK_HELP = ("spec key recheck=: in bf16/fp16, answer again on the float32 model the answers whose top two "
+                "logits are closer than this: auto (exams: twice the largest bf16 error measured in the run; "
+                "ShopBench's greedy answers: 0.05 at their closest decision), a number, or 0 (off)")
 
 
-def eval_cmd(
-    model: str = typer.Argument("smollm2", help="Model spec: smollm2, hf:PATH[,k=v...], openai:NAME@URL"),
-    task: str = typer.Option("mmlu", help="mmlu, cmmlu, ceval, classify, shopbench (or a plugin task)"),
-    data: Path | None = typer.Option(None, help="Data folder (a file for classify, shopbench); default: built-in sample"),
-    shots: int | None = typer.Option(None, help="Few-shot examples per question (default: 5 for exams, 0 for classify)"),
-    dtype: str | None = typer.Option(None, help="auto, float32, bfloat16, float16 (overrides the spec)"),
-    out_dir: Path | None = typer.Option(None, "--out", help="Result folder (default results/<model>/)"),
-    db: Path | None = DB,
-    quiet: bool = QUIET,
-    threads: int | None = THREADS,
-    subjects: str | None = typer.Option(None, help="Comma-separated subjects (default: all)", rich_help_panel=EXAM),
-    limit: int | None = typer.Option(None, help="Questions per subject", rich_help_panel=EXAM),
-    letter_token: str = typer.Option("spaced", help='spaced: " A" after the cue; bare: tokenizer("A")[-1]',
-                                     rich_help_panel=EXAM),
-    chat: bool = typer.Option(False, "--chat", help="Render through the model's chat template", rich_help_panel=EXAM),
-    max_length: int | None = typer.Option(None, help="Context limit for prompts (default: the model's)",
-                                          rich_help_panel=EXAM),
-    show_subcategories: bool = typer.Option(False, "--subcategories", help="Show subcategories", rich_help_panel=EXAM),
-    show_subjects: bool = typer.Option(False, "--per-subject", help="Show subjects", rich_help_panel=EXAM),
-    text_column: str = typer.Option("text", help="The text column", rich_help_panel=CLS),
-    label_column: str = typer.Option("label", help="The label column", rich_help_panel=CLS),
-    labels: str | None = typer.Option(None, help='Label values and names: "0=负面,1=正面"', rich_help_panel=CLS),
-    template: str | None = typer.Option(None, help="Prompt template with {labels} and {text}", rich_help_panel=CLS),
-    train: Path | None = typer.Option(None, help="Training file for the shots", rich_help_panel=CLS),
-    split: float | None = typer.Option(None, help="Train share when splitting --data (e.g. 0.8)", rich_help_panel=CLS),
-    test_size: int | None = typer.Option(None, help="Cap the test split at N rows", rich_help_panel=CLS),
-    seed: int = typer.Option(123, help="Split and shot seed", rich_help_panel=CLS),
-    by: str = typer.Option("loglik", help="loglik or generate", rich_help_panel=CLS),
-    normalize: str = typer.Option("none", help="none, tokens or chars (loglik)", rich_help_panel=CLS),
-    tasks: str | None = typer.Option(None, help="Comma-separated task names (default: all)", rich_help_panel=ROUTED),
-    routes: Path | None = ROUTES_OPT,
-    parse: str = PARSE_OPT,
-    mc_by: str = MC_BY_OPT,
-    responses: Path | None = RESPONSES_OPT,
-    embedder: list[str] | None = EMBEDDER_OPT,
-    concurrency: int = typer.Option(8, help="Requests in flight for an endpoint", rich_help_panel=ROUTED),
-    batch_tokens: str = typer.Option("auto", "--batch-tokens", help="Token budget per batch (all prompts' tokens), "
-                                     "or auto", rich_help_panel=ENGINE),
-    prefix_reuse: bool = typer.Option(True, help="Compute each shared few-shot prefix once", rich_help_panel=ENGINE),
-    packed: bool = typer.Option(True, help="Packed forward for Llama-family models on CPU (off: transformers')",
-                                rich_help_panel=ENGINE),
-    recheck_margin: str = typer.Option("auto", help=RECHECK_HELP, rich_help_panel=ENGINE),
-) -> None:
+def _opt(help_: str, panel: str | None = None, *decls: str) -> typer.models.OptionInfo:
+    return typer.Option(*decls, help=help_, rich_help_panel=panel)
+
+
+@dataclass(frozen=True)
+class Common:
+    model: Annotated[str, typer.Argument(help="Model spec: smollm2, hf:PATH[,k=v...], openai:NAME@URL")] = "smollm2"
+    task: Annotated[str, _opt("mmlu, cmmlu, ceval, classify, shopbench (or a plugin task)")] = "mmlu"
+    data: Annotated[Path | None, _opt("Data folder (a file for classify, shopbench); default: built-in sample")] = None
+    shots: Annotated[int | None, _opt("Few-shot examples per question (default: 5 for exams, 0 for classify)")] = None
+    dtype: Annotated[str | None, _opt("auto, float32, bfloat16, float16 (overrides the spec)")] = None
+    out_dir: Annotated[Path | None, _opt("Result folder (default results/<model>/)", None, "--out")] = None
+    db: Annotated[Path | None, _opt("SQLite store (default $LMBOARD_DB or ~/.lmboard/lmboard.db)", None, "--db")] = None
+    quiet: Annotated[bool, _opt("No progress bar or table", None, "--quiet", "-q")] = False
+    threads: Annotated[int | None, _opt("CPU threads for the model (default: the cores this process may use)",
+                                        None, "--threads")] = None
+
+
+@dataclass(frozen=True)
+class Running:
+    """Flags that stand for the hf backend's runtime options (the spec keys)."""
+
+    batch_tokens: Annotated[str | None, _opt("Token budget per batch (all prompts' tokens), or auto: spec key "
+                                             "batch_tokens=", RUN)] = None
+    recheck_margin: Annotated[str | None, _opt(RECHECK_HELP, RUN)] = None
+
+
+@dataclass(frozen=True)
+class ExamFlags:
+    subjects: Annotated[str | None, _opt("Comma-separated subjects (default: all)", EXAM)] = None
+    limit: Annotated[int | None, _opt("Questions per subject", EXAM)] = None
+    letter_token: Annotated[str, _opt('spaced: " A" after the cue; bare: tokenizer("A")[-1]', EXAM)] = "spaced"
+    chat: Annotated[bool, _opt("Render through the model's chat template", EXAM, "--chat")] = False
+    max_length: Annotated[int | None, _opt("Context limit for prompts (default: the model's)", EXAM)] = None
+    subcategories: Annotated[bool, _opt("Show subcategories", EXAM, "--subcategories")] = False
+    per_subject: Annotated[bool, _opt("Show subjects", EXAM, "--per-subject")] = False
+
+
+@dataclass(frozen=True)
+class ClassifyFlags:
+    text_column: Annotated[str, _opt("The text column", CLS)] = "text"
+    label_column: Annotated[str, _opt("The label column", CLS)] = "label"
+    labels: Annotated[str | None, _opt('Label values and names: "0=负面,1=正面"', CLS)] = None
+    template: Annotated[str | None, _opt("Prompt template with {labels} and {text}", CLS)] = None
+    train: Annotated[Path | None, _opt("Training file for the shots", CLS)] = None
+    split: Annotated[float | None, _opt("Train share when splitting --data (e.g. 0.8)", CLS)] = None
+    test_size: Annotated[int | None, _opt("Cap the test split at N rows", CLS)] = None
+    seed: Annotated[int, _opt("Split and shot seed", CLS)] = 123
+    by: Annotated[str, _opt("loglik or generate", CLS)] = "loglik"
+    normalize: Annotated[str, _opt("none, tokens or chars (loglik)", CLS)] = "none"
+
+
+@dataclass(frozen=True)
+class RoutedFlags:
+    tasks: Annotated[str | None, _opt("Comma-separated task names (default: all)", ROUTED)] = None
+    routes: Annotated[Path | None, _opt("Route file (JSON or YAML), tried before the built-in routes", ROUTED)] = None
+    parse: Annotated[str, _opt("official (the kit's parsers.py 0.1.1) or lenient (the seed's)", ROUTED)] = "official"
+    mc_by: Annotated[str, _opt("Multiple choice by generate, or loglik (option numbers' log-likelihood)",
+                               ROUTED)] = "generate"
+    responses: Annotated[Path | None, _opt("Score these answers (JSONL: index or input_field, response); no model "
+                                           "runs", ROUTED)] = None
+    embedder: Annotated[list[str] | None, _opt("METRIC=PATH: a local sentence-transformers model for a metric "
+                                               "(repeatable)", ROUTED)] = None
+    concurrency: Annotated[int, _opt("Requests in flight for an endpoint", ROUTED)] = 8
+
+
+@options.command(Common, Running, ExamFlags, ClassifyFlags, RoutedFlags)
+def eval_cmd(c: Common, r: Running, exam: ExamFlags, cls: ClassifyFlags, routed: RoutedFlags) -> None:
     """Score a model on an exam (MMLU, CMMLU, C-Eval), a classification task or a routed benchmark (ShopBench)."""
-    kind = getattr(TASKS.get(task), "kind", "exam")
-    spec = model_spec(model, dtype)
-    check_positive(threads, "--threads")
-    engine = EngineSettings(parse_budget(batch_tokens), prefix_reuse, packed, parse_margin(recheck_margin))
-    common = {"out_dir": out_dir, "db": db, "quiet": quiet, "threads": threads}
-    exam_only = {"--subjects": subjects, "--limit": limit, "--max-length": max_length, "--chat": chat or None}
-    cls_only = {"--labels": labels, "--template": template, "--train": train, "--split": split, "--test-size": test_size}
+    kind = getattr(TASKS.get(c.task), "kind", "exam")
+    check_positive(c.threads, "--threads")
+    spec = model_spec(c.model, c.dtype, batch_tokens=_auto_int(r.batch_tokens, "--batch-tokens"),
+                      recheck=_auto_float(r.recheck_margin, "--recheck-margin"))
+    where = f"--task {c.task}"
     if kind == "routed":
-        _only_for(task, {**exam_only, **cls_only, "--shots": shots})
-        check_positive(concurrency, "--concurrency")
-        _routed(spec, _shopbench_settings(data, tasks, routes, parse, mc_by, responses, embedder, engine),
-                concurrency=concurrency, **common)
-        return
-    _only_for(task, {"--tasks": tasks, "--routes": routes, "--responses": responses, "--embedder": embedder or None,
-                     "--parse": None if parse == "official" else parse, "--mc-by": None if mc_by == "generate" else mc_by})
-    if kind == "classification":
-        _only_for(task, exam_only)
-        from lmboard.tasks.classify import ClassifyJob, ClassifySettings
-
-        if data is None:
-            raise UsageError("--data FILE is required for --task classify")
-        settings = ClassifySettings(parse_labels(labels), template, shots or 0, by, normalize, seed)
-        _classify(spec, ClassifyJob(data, settings, text_column, label_column, train, split, test_size, engine), **common)
-        return
-    _only_for(task, cls_only)
-    from lmboard.tasks.exam import ExamSettings
-
-    if letter_token not in ("spaced", "bare"):
-        raise UsageError(f"--letter-token must be spaced or bare (got {letter_token!r})")
-    check_positive(limit, "--limit")
-    check_positive(max_length, "--max-length")
-    settings = ExamSettings(task, data or builtin_data(task), split_list(subjects), limit,
-                            5 if shots is None else shots, letter_token, chat, max_length, engine)
-    _exam(spec, settings, show=(show_subcategories, show_subjects), **common)
+        options.unused(exam, where), options.unused(cls, where)
+        if c.shots is not None:
+            raise UsageError(f"--shots does not apply to {where}")
+        _routed(spec, c, routed)
+    elif kind == "classification":
+        options.unused(exam, where), options.unused(routed, where)
+        _classify(spec, c, cls)
+    else:
+        options.unused(cls, where), options.unused(routed, where)
+        _exam(spec, c, exam)
 
 
-def _only_for(task: str, given: dict[str, object]) -> None:
-    """Options of the other kind of task are an error, not silently ignored."""
-    for flag, value in given.items():
-        if value is not None:
-            raise UsageError(f"{flag} does not apply to --task {task}")
+def _auto_int(text: str | None, flag: str) -> int | None:
+    if text is None or text == "auto":
+        return None
+    if not text.isdigit() or int(text) <= 0:
+        raise UsageError(f"{flag} must be auto or a positive integer (got {text!r})")
+    return int(text)
 
 
-def _exam(spec: ModelSpec, settings, out_dir: Path | None, db: Path | None, quiet: bool, threads: int | None,
-          show: tuple[bool, bool]) -> None:
+def _auto_float(text: str | None, flag: str) -> float | None:
+    """auto (None: the backend's default), or a number >= 0."""
+    if text is None or text == "auto":
+        return None
+    try:
+        m = float(text)
+    except ValueError:
+        m = -1.0
+    if not m >= 0:
+        raise UsageError(f"{flag} must be auto or a number >= 0 (got {text!r})")
+    return m
+
+
+def _exam(spec: ModelSpec, c: Common, f: ExamFlags) -> None:
     from lmboard.report.exam import write_exam_files
     from lmboard.report.tables import exam_table
+    from lmboard.tasks.exam import ExamSettings
     from lmboard.tasks.exam_run import load_questions, run_exam
 
+    if f.letter_token not in ("spaced", "bare"):
+        raise UsageError(f"--letter-token must be spaced or bare (got {f.letter_token!r})")
+    check_positive(f.limit, "--limit")
+    check_positive(f.max_length, "--max-length")
+    settings = ExamSettings(c.task, c.data or builtin_data(c.task), split_list(f.subjects), f.limit,
+                            5 if c.shots is None else c.shots, f.letter_token, f.chat, f.max_length)
     if settings.shots < 0:
         raise UsageError(f"--shots must be >= 0 (got {settings.shots})")
     exam = TASKS.get(settings.task)()
-    require_backend(spec, Capability.LOGITS, f"--task {settings.task} (next-token logits of the answer letters)")
+    for cap in (Capability.SCORE, Capability.TOKENIZE):
+        require_backend(spec, cap, f"--task {settings.task} (the answer letters' logits, on prompts in its tokens)")
     loaded = load_questions(exam, settings)  # bad data fails here, before the model loads
-    out_path = out_dir or Path("results") / spec.display_name
+    out_path = c.out_dir or Path("results") / spec.display_name
     main = world().main  # under torchrun, rank 0 alone opens the store and writes files
     if main:
         check_out_dir(out_path)
-    store = open_store(db, quiet) if main else None
-    lm = load_lm(spec, quiet, threads)
-    with progress_bar(f"{settings.task} {spec.display_name}", quiet or not main) as update:
+    store = open_store(c.db, c.quiet) if main else None
+    lm = load_lm(spec, c.quiet, c.threads)
+    with progress_bar(f"{settings.task} {spec.display_name}", c.quiet or not main) as update:
         result = run_exam(exam, lm, settings, store, progress=update, loaded=loaded)
     if result is None:  # another rank: its results went to rank 0
         return
     acc = write_exam_files(result, exam, settings.data, out_path)
     store.finish_run(result.run_id, {k: v for k, v in acc.items() if k != "subjects"})
-    if not quiet:
-        out.print(exam_table(result.model, acc, *show))
+    if not c.quiet:
+        out.print(exam_table(result.model, acc, f.subcategories, f.per_subject))
         out.print(f"results: {out_path}  (run {result.run_id}{', resumed' if result.resumed else ''})")
 
 
-def _classify(spec: ModelSpec, job, out_dir: Path | None, db: Path | None, quiet: bool, threads: int | None) -> None:
+def _classify(spec: ModelSpec, c: Common, f: ClassifyFlags) -> None:
     from lmboard.finetune.provenance import check_not_trained_on
     from lmboard.report.classify import classify_summary, write_classify_files
+    from lmboard.tasks.classify import ClassifyJob, ClassifySettings
     from lmboard.tasks.classify_run import load_job, run_classify, scoring_spec
 
-    s = job.settings
+    if c.data is None:
+        raise UsageError("--data FILE is required for --task classify")
+    s = ClassifySettings(parse_labels(f.labels), f.template, c.shots or 0, f.by, f.normalize, f.seed)
+    job = ClassifyJob(c.data, s, f.text_column, f.label_column, f.train, f.split, f.test_size)
     if s.by not in ("loglik", "generate"):
         raise UsageError(f"--by must be loglik or generate (got {s.by!r})")
     if s.normalize not in ("none", "tokens", "chars"):
@@ -185,75 +207,79 @@ def _classify(spec: ModelSpec, job, out_dir: Path | None, db: Path | None, quiet
             raise UsageError(f"--template: only {{labels}} and {{text}} can be filled in (got {e!s}); "
                              "write a literal brace as {{ or }}") from None
     check_positive(job.test_size, "--test-size")
-    require_backend(spec, Capability.LOGITS, f"--task classify --by {s.by} (runs on the model's weights)")
+    job_name = f"--task classify --by {s.by} (label {'log-likelihoods' if s.by == 'loglik' else 'answers'}, "
+    need = (Capability.SCORE if s.by == "loglik" else Capability.GENERATE, Capability.TOKENIZE)
+    for cap in need:
+        require_backend(spec, cap, job_name + "on prompts in its tokens)")
     test = load_job(job)[1]  # bad data fails here, before the model loads
     check_not_trained_on(spec, job.data, [e.line for e in test])
-    out_path = out_dir or Path("results") / spec.display_name / "classify"
+    out_path = c.out_dir or Path("results") / spec.display_name / "classify"
     main = world().main
     if main:
         check_out_dir(out_path)
-    store = open_store(db, quiet) if main else None
-    lm = load_lm(scoring_spec(spec, job), quiet, threads)
-    with progress_bar(f"classify {spec.display_name}", quiet or not main) as update:
+    store = open_store(c.db, c.quiet) if main else None
+    lm = load_lm(scoring_spec(spec, job), c.quiet, c.threads)
+    with progress_bar(f"classify {spec.display_name}", c.quiet or not main) as update:
         result = run_classify(lm, job, store, update)
     if not main:
         return
     write_classify_files(result, out_path)
-    if not quiet:
+    if not c.quiet:
         for line in classify_summary(spec.display_name, result):
             out.print(line, markup=False)
 
 
-def _routed(spec: ModelSpec, settings, concurrency: int, out_dir: Path | None, db: Path | None, quiet: bool,
-            threads: int | None) -> None:
+def _routed(spec: ModelSpec, c: Common, f: RoutedFlags) -> None:
     from lmboard.report.shopbench import shopbench_table, write_shopbench_files
     from lmboard.tasks.shopbench_run import prepare, run_shopbench
 
+    check_positive(f.concurrency, "--concurrency")
+    settings = _shopbench_settings(c.data, f)
     if settings.mc_by == "loglik":
-        require_backend(spec, Capability.LOGITS, "--task shopbench --mc-by loglik (option log-likelihoods)")
-    elif settings.responses is None and not backend_capabilities(spec) & {Capability.GENERATE, Capability.LOGITS}:
+        for cap in (Capability.SCORE, Capability.TOKENIZE):
+            require_backend(spec, cap, "--task shopbench --mc-by loglik (option log-likelihoods)")
+    elif settings.responses is None and Capability.GENERATE not in backend_capabilities(spec):
         require_backend(spec, Capability.GENERATE, "--task shopbench (generated answers)")
     prepared = prepare(settings)  # bad data, routes, responses or a missing metric package fail here
-    out_path = out_dir or Path("results") / spec.display_name / "shopbench"
+    out_path = c.out_dir or Path("results") / spec.display_name / "shopbench"
     main = world().main  # under torchrun, rank 0 alone opens the store and writes files
     if main:
         check_out_dir(out_path)
-    store = open_store(db, quiet) if main else None
-    lm = None if settings.responses is not None else load_lm(spec, quiet, threads)
-    with progress_bar(f"shopbench {spec.display_name}", quiet or not main) as update:
-        result = run_shopbench(lm, spec, settings, store, update, prepared, concurrency)
+    store = open_store(c.db, c.quiet) if main else None
+    lm = None if settings.responses is not None else load_lm(spec, c.quiet, c.threads)
+    with progress_bar(f"shopbench {spec.display_name}", c.quiet or not main) as update:
+        result = run_shopbench(lm, spec, settings, store, update, prepared, f.concurrency)
     if not main:
         return
     write_shopbench_files(result, out_path)
-    if not quiet:
+    if not c.quiet:
         out.print(shopbench_table(result))
         out.print(f"results: {out_path}  (run {result['run_id']}{', resumed' if result['resumed'] else ''})")
 
 
-def _shopbench_settings(data: Path | None, tasks: str | None, routes: Path | None, parse: str, mc_by: str,
-                        responses: Path | None, embedder: list[str] | None, engine: EngineSettings):
+def _shopbench_settings(data: Path | None, f: RoutedFlags):
     from lmboard.metrics.shopbench import EMBEDDING_METRICS
     from lmboard.tasks.routes import load_routes
     from lmboard.tasks.shopbench import ShopBenchSettings
     from lmboard.tasks.shopbench_parse import PARSE_MODES
 
-    if parse not in PARSE_MODES:
-        raise UsageError(f"--parse must be official or lenient (got {parse!r})")
-    if mc_by not in ("generate", "loglik"):
-        raise UsageError(f"--mc-by must be generate or loglik (got {mc_by!r})")
-    if responses is not None and mc_by == "loglik":
+    if f.parse not in PARSE_MODES:
+        raise UsageError(f"--parse must be official or lenient (got {f.parse!r})")
+    if f.mc_by not in ("generate", "loglik"):
+        raise UsageError(f"--mc-by must be generate or loglik (got {f.mc_by!r})")
+    if f.responses is not None and f.mc_by == "loglik":
         raise UsageError("--responses scores given answers: --mc-by loglik would need the model")
-    if responses is not None and not responses.is_file():
-        raise UsageError(f"--responses: {responses}: no such file")
+    if f.responses is not None and not f.responses.is_file():
+        raise UsageError(f"--responses: {f.responses}: no such file")
     embedders = {}
-    for item in embedder or []:
+    for item in f.embedder or []:
         metric, sep, path = item.partition("=")
         if not sep or not path.strip():
             raise UsageError(f"--embedder: expected METRIC=PATH, got {item!r}")
         if metric.strip() not in EMBEDDING_METRICS:
             raise UsageError(f"--embedder: {metric.strip()!r} is not an embedding metric ({', '.join(EMBEDDING_METRICS)})")
         embedders[metric.strip()] = Path(path.strip())
-    user_routes = tuple(load_routes(routes)) if routes else ()
+    user_routes = tuple(load_routes(f.routes)) if f.routes else ()
     data = data or builtin_data("shopbench") / "sample.json"
-    return ShopBenchSettings(Path(data), split_list(tasks), user_routes, str(routes) if routes else None, parse,
-                             mc_by, responses, embedders, engine)
+    return ShopBenchSettings(Path(data), split_list(f.tasks), user_routes, str(f.routes) if f.routes else None,
+                             f.parse, f.mc_by, f.responses, embedders)

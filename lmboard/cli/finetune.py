@@ -114,11 +114,14 @@ def _classify_settings(labels: str, template: str | None, seed: int):
 def _run(spec, job, train_data, show: int | None, plot: Path | None, db: Path | None, quiet: bool,
          threads: int | None) -> None:
     from lmboard.finetune.run import prepare, run_finetune
+    from lmboard.lm import Capability
+    from lmboard.models.registry import require_backend
 
     try:
         import peft  # noqa: F401
     except ImportError as e:
         raise MissingDependency("peft (needed for lmboard finetune)", "peft") from e
+    require_backend(spec, Capability.TRAIN, "lmboard finetune (trains the model's weights)")
     lm = load_lm(spec, quiet, threads)
     prepared = prepare(lm, job, train_data)
     if show:
@@ -146,7 +149,7 @@ def _show(lm, prepared, n: int) -> None:
     for enc in encoded[:n]:
         out.print(f"-- line {enc.line}: {len(enc.input_ids)} tokens, {enc.trained} trained, {enc.cut} cut",
                   markup=False)
-        out.print(Text.assemble(*describe_example(lm.tokenizer, enc)))
+        out.print(Text.assemble(*describe_example(lm.trainable()[1], enc)))
 
 
 def _plot(record: dict, path: Path) -> None:

@@ -29,10 +29,10 @@ def generate_cmd(
     prompts: Path = typer.Option(..., help="Prompt file: .txt, .jsonl or alpaca_eval .json"),
     out_dir: Path = typer.Option(Path("results/generate"), "--out", help="Output folder"),
     raw: bool = typer.Option(False, "--raw", help="Send plain text, no chat template"),
-    batch_size: str = typer.Option("auto", help="Local models: sequences in flight (continuous) or prompts per "
-                                   "batch (static), or auto (from memory)"),
-    scheduler: str = typer.Option("continuous", help="Local models: continuous (batching per token) or static "
-                                  "(fixed batches through transformers' generate)"),
+    batch_size: str | None = typer.Option(None, help="Local models: sequences in flight (continuous) or prompts per "
+                                          "batch (static), or auto (from memory): the spec's batch_size="),
+    scheduler: str | None = typer.Option(None, help="Local models: continuous (batching per token) or static "
+                                         "(fixed batches through transformers' generate): the spec's scheduler="),
     concurrency: int = typer.Option(8, help="Requests in flight for endpoints"),
     plugins: list[Path] = typer.Option([], "--plugins", help="Python files/folders registering inference functions"),
     db: Path | None = DB,
@@ -49,23 +49,25 @@ def generate_cmd(
     system: str | None = GEN_OPTS["system"],
 ) -> None:
     """Answer one prompt set with several models; write alpaca_eval's output.json."""
-    from lmboard.engine.generation import SCHEDULERS
     from lmboard.models.registry import load_plugin_paths
     from lmboard.tasks.open_ended import load_prompts, run_generation, write_outputs
     from lmboard.text import stable_hash
 
     settings = generation_settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, do_sample,
                                    seed, stop, system, raw)
-    if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
+    if batch_size not in (None, "auto") and not (batch_size.isdigit() and int(batch_size) > 0):
         raise UsageError(f"--batch-size must be auto or a positive integer (got {batch_size!r})")
-    if scheduler not in SCHEDULERS:
-        raise UsageError(f"--scheduler must be one of {', '.join(SCHEDULERS)} (got {scheduler!r})")
     check_positive(concurrency, "--concurrency")
     check_positive(threads, "--threads")
     if plugins:
         load_plugin_paths(plugins)
     items = load_prompts(prompts)
+    size = None if batch_size in (None, "auto") else int(batch_size)
     specs = [model_spec(t) for m in models for t in m.split()]
+    # --batch-size and --scheduler: the local models' options (endpoints have neither)
+    local = {k: v for k, v in (("batch_size", size), ("scheduler", scheduler)) if v is not None}
+    specs = [s.with_options("--batch-size/--scheduler", **{k: v for k, v in local.items() if s.has_option(k)})
+             for s in specs]
     names = [s.display_name for s in specs]
     if len(set(names)) != len(names):
         raise UsageError(f"--models: two models share a name ({', '.join(names)}); add label=NAME to one")
@@ -78,9 +80,7 @@ def generate_cmd(
     for spec in specs:
         lm = load_lm(spec, quiet, threads)
         with progress_bar(f"generate {spec.display_name}", quiet or not main) as update:
-            per_model[spec.display_name] = run_generation(lm, items, settings, store, prompts_id, update,
-                                                          None if batch_size == "auto" else int(batch_size), concurrency,
-                                                          scheduler)
+            per_model[spec.display_name] = run_generation(lm, items, settings, store, prompts_id, update, concurrency)
         del lm
     if not main:
         return

@@ -41,8 +41,8 @@ def speed_cmd(
     request_rate: float | None = typer.Option(None, help="Endpoint: Poisson arrivals per second instead"),
     num_requests: int = typer.Option(32, help="Endpoint: requests per load level"),
     dtype: str | None = typer.Option(None, help="Local: dtype (overrides the spec)"),
-    scheduler: str = typer.Option("continuous", help="Local: the engine timed, as in lmboard generate "
-                                  "(continuous, or static: transformers' generate)"),
+    scheduler: str | None = typer.Option(None, help="Local: the generation path timed, as the spec's scheduler= "
+                                         "(continuous, or static: transformers' generate)"),
     out_file: Path | None = typer.Option(None, "--out", help="Write the results as JSON"),
     plot_file: Path | None = typer.Option(None, "--plot", help="Write a PNG: throughput and TTFT"),
     db: Path | None = DB,
@@ -62,16 +62,13 @@ def speed_cmd(
     if request_rate is not None and request_rate <= 0:
         raise UsageError(f"--request-rate must be positive (got {request_rate})")
     check_positive(num_requests, "--num-requests")
-    if scheduler not in ("continuous", "static"):
-        raise UsageError(f"--scheduler must be continuous or static (got {scheduler!r})")
     check_positive(threads, "--threads")
     for path, flag in ((out_file, "--out"), (plot_file, "--plot")):
         if path is not None:
             check_out_file(path, flag)
-    spec = model_spec(model, dtype)
-    local = Capability.LOGITS in backend_capabilities(spec)
-    settings = (SpeedSettings(prompt_tokens, new_tokens, int_list(batch_sizes, "--batch-sizes"), warmup, repeats,
-                              scheduler=scheduler)
+    spec = model_spec(model, dtype, scheduler=scheduler)
+    local = Capability.TIMING in backend_capabilities(spec)
+    settings = (SpeedSettings(prompt_tokens, new_tokens, int_list(batch_sizes, "--batch-sizes"), warmup, repeats)
                 if local else
                 LoadSettings(num_requests, int_list(concurrency, "--concurrency"), request_rate, prompt_tokens, new_tokens))
     store = open_store(db, quiet)

@@ -13,16 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmboard.engine.transformers_api import detach_gguf_quantizer
 from lmboard.errors import UsageError
 from lmboard.faults import fault
 from lmboard.finetune import provenance
 from lmboard.finetune.data import DataSpec, TrainData, load_train_data
 from lmboard.finetune.masking import Encoded, encode_examples
 from lmboard.finetune.train import StepLog, TrainJob, TrainSettings, run_training
-from lmboard.lm import LocalLM
+from lmboard.job import describe, family, run_id, run_key
+from lmboard.lm import TrainableLM
 from lmboard.store import Store
-from lmboard.tasks.runs import describe, family, run_id, run_key
 from lmboard.text import template_hash
 
 Status = Callable[[int, int, str], None]
@@ -39,19 +38,20 @@ class FinetuneJob:
     spec_text: str = ""  # the model as the user wrote it (for the eval command we print)
 
 
-def prepare(lm: LocalLM, job: FinetuneJob, data: TrainData | None = None) -> tuple[TrainData, list[Encoded],
+def prepare(lm: TrainableLM, job: FinetuneJob, data: TrainData | None = None) -> tuple[TrainData, list[Encoded],
                                                                                  dict[str, int]]:
     data = data or load_train_data(job.data)
-    encoded, counts = encode_examples(lm.tokenizer, job.template, data.examples, job.max_length, lm.eos_token_ids())
+    encoded, counts = encode_examples(lm.trainable()[1], job.template, data.examples, job.max_length,
+                                      lm.eos_token_ids())
     if not encoded:
         raise UsageError(f"--data: no training examples left: all {len(data.examples)} answers are "
                                     f"longer than --max-length {job.max_length}")
     return data, encoded, counts
 
 
-def identity(lm: LocalLM, job: FinetuneJob, data: TrainData) -> tuple[str, dict]:
+def identity(lm: TrainableLM, job: FinetuneJob, data: TrainData) -> tuple[str, dict]:
     d = job.data
-    key = run_key(lm.spec, lm.dtype_name, data=data.data_hash, template=job.template, max_length=job.max_length,
+    key = run_key(lm.spec, lm.info()["dtype"], data=data.data_hash, template=job.template, max_length=job.max_length,
                   columns=[d.prompt_column, d.response_column, d.instruction_column, d.messages_column,
                            d.text_column, d.label_column], classify=data.meta, split=data.split, seed=data.seed,
                   train={k: v for k, v in job.settings.to_dict().items() if k not in ("save_steps", "keep_checkpoints")},
@@ -59,10 +59,10 @@ def identity(lm: LocalLM, job: FinetuneJob, data: TrainData) -> tuple[str, dict]
     return run_id("finetune", key), key
 
 
-def _record(lm: LocalLM, job: FinetuneJob, data: TrainData, rid: str, counts: dict, n: int) -> dict:
+def _record(lm: TrainableLM, job: FinetuneJob, data: TrainData, rid: str, counts: dict, n: int) -> dict:
     return {
         "run_id": rid, "status": "running", "base": lm.spec.to_dict(), "base_spec": job.spec_text,
-        "dtype": lm.dtype_name, "template": job.template,
+        "dtype": lm.info()["dtype"], "template": job.template,
         "template_hash": template_hash(job.template, data.meta.get("classify_template")),
         "data": {"path": str(Path(job.data.path).resolve()), "sha256": data.data_hash, "split": data.split,
                  "seed": data.seed, "train_lines": data.train_lines, **data.meta},
@@ -100,7 +100,7 @@ def _version(package: str) -> str | None:
         return None
 
 
-def run_finetune(lm: LocalLM, job: FinetuneJob, store: Store, status: Status | None = None,
+def run_finetune(lm: TrainableLM, job: FinetuneJob, store: Store, status: Status | None = None,
                  prepared: tuple | None = None) -> dict:
     data, encoded, counts = prepared or prepare(lm, job)
     rid, key = identity(lm, job, data)
@@ -123,11 +123,12 @@ def run_finetune(lm: LocalLM, job: FinetuneJob, store: Store, status: Status | N
                 status(s.step, total, f"loss {s.loss:.4f} · {s.tokens / max(s.seconds, 1e-9):.0f} tok/s")
 
         t0 = time.perf_counter()
-        tj = TrainJob(lm.model, lm.tokenizer, encoded, job.settings, job.out / "checkpoints", on_log,
+        base, tokenizer = lm.trainable()
+        tj = TrainJob(base, tokenizer, encoded, job.settings, job.out / "checkpoints", on_log,
                       lambda ck: provenance.write(ck, record))
         model, stats = run_training(tj)
         model.save_pretrained(str(job.out))
-        lm.tokenizer.save_pretrained(str(job.out))
+        tokenizer.save_pretrained(str(job.out))
         curve = [s for _, s in sorted(store.samples(rid))]
         record.update(status="done", **stats, final_loss=curve[-1]["loss"] if curve else None,
                       training_seconds=time.perf_counter() - t0, loss_curve=[(s["step"], s["loss"]) for s in curve],
@@ -146,20 +147,20 @@ def _total_steps(n: int, s: TrainSettings) -> int:
     return int(per_epoch * s.epochs + 0.999999)
 
 
-def _merge_if_asked(lm: LocalLM, job: FinetuneJob, record: dict, model=None) -> None:
+def _merge_if_asked(lm: TrainableLM, job: FinetuneJob, record: dict, model=None) -> None:
     """``--merge``: base + adapter as one plain model folder that every lmboard command loads."""
     target = job.out / "merged"
     if not job.merge or (target / "config.json").is_file():
         return
+    base, tokenizer = lm.trainable()
     if model is None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(lm.model, str(job.out))
+        model = PeftModel.from_pretrained(base, str(job.out))
     merged = model.merge_and_unload()
-    detach_gguf_quantizer(merged)
     tmp = job.out / "merged.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(str(tmp))
-    lm.tokenizer.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
     provenance.write(tmp, {**record, "merged": True})
     tmp.rename(target)

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lmboard.engine.transformers_api import detach_gguf_quantizer
 from lmboard.errors import MissingDependency
 from lmboard.finetune.masking import IGNORE, Encoded, pad_batch
 
@@ -177,7 +176,6 @@ def run_training(job: TrainJob) -> tuple[object, dict]:
     warnings.filterwarnings("ignore", message="Could not find a config file")
     s = job.settings
     torch.manual_seed(s.seed)  # the LoRA A matrices' initialisation
-    detach_gguf_quantizer(job.model)
     model = with_lora(job.model, s.lora) if s.init_adapter is None else _continued(job.model, s.init_adapter)
     args = TrainingArguments(
         output_dir=str(job.checkpoints), per_device_train_batch_size=s.batch_size,

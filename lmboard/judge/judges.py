@@ -13,10 +13,20 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from lmboard.engine import EngineSettings, ScoreHooks, ScoreItem, generate, score_last
 from lmboard.faults import fault
 from lmboard.judge import prompts
-from lmboard.lm import LM, Capability, GenerationSettings, GenRequest, LocalLM, LogprobLM, ModelSpec
+from lmboard.lm import (
+    LM,
+    Capability,
+    GeneratingLM,
+    GenerationSettings,
+    GenRequest,
+    LogprobLM,
+    ModelSpec,
+    ScoreRequest,
+    ScoringLM,
+    capability_error,
+)
 from lmboard.store import Store
 from lmboard.text import stable_hash
 from lmboard.version import RESULTS_VERSION
@@ -53,6 +63,8 @@ class Judge:
         self.template = prompts.judge_template_hash(settings.mode)
         self.dtype = lm.info().get("dtype")  # a local judge's resolved dtype moves its probabilities
         self.calls = 0  # requests actually sent to the judge (cache misses)
+        # label probabilities read from the judge's own scores (a local model), not parsed from text
+        self.scores = {Capability.SCORE, Capability.TOKENIZE} <= lm.capabilities
 
     # ---- cache
     def key(self, c: Comparison, first_is_model: bool, lang: str) -> str:
@@ -93,7 +105,7 @@ class Judge:
             missing = [j for j in chunk if j[3] not in cached]
             if not missing:
                 continue
-            run = chunk if Capability.LOGITS in self.lm.capabilities else missing
+            run = chunk if self.scores else missing
             results = self._judge([(comparisons[n], o, lang) for n, o, lang, _ in run])
             fault("judge.chunk")
             new = [(j, r) for j, r in zip(run, results, strict=True) if j[3] not in cached]
@@ -118,7 +130,7 @@ class Judge:
 
     # ---- the judge itself
     def _judge(self, jobs: list[tuple[Comparison, bool, str]]) -> list[dict]:
-        if self.settings.mode == "pairwise" and Capability.LOGITS in self.lm.capabilities:
+        if self.settings.mode == "pairwise" and self.scores:
             return self._pairwise_local(jobs)
         with ThreadPoolExecutor(max_workers=max(1, self.settings.concurrency)) as pool:
             return list(pool.map(lambda j: self._one_by_text(*j), jobs))
@@ -130,13 +142,13 @@ class Judge:
         return prompts.pairwise_messages(c.instruction, a or "", b or "", lang)
 
     def _pairwise_local(self, jobs) -> list[dict]:
-        """A local model: the next-token probabilities of "m" and "M", read from the logits."""
-        lm: LocalLM = self.lm  # type: ignore[assignment]
+        """The next-token logits of "m" and "M", from the judge's scores."""
+        lm: ScoringLM = self.lm  # type: ignore[assignment]
         texts = [lm.render_chat(self._messages(*j)) for j in jobs]
-        targets = [lm.encode_pair(texts[0], label, special=False)[1][0] for label in prompts.LABELS]
-        items = [ScoreItem(str(i), lm.encode(t, special=False)) for i, t in enumerate(texts)]
-        got: dict[str, list[float]] = {}
-        score_last(lm, items, targets, EngineSettings(recheck_margin=0.0), ScoreHooks(on_batch=got.update))
+        targets = tuple(lm.encode_pair(texts[0], label, special=False)[1][0] for label in prompts.LABELS)
+        got = {r.key: r.logits for batch in lm.score([ScoreRequest(str(i), tuple(lm.encode(t, special=False)),
+                                                                    targets=targets) for i, t in enumerate(texts)])
+               for r in batch}
         self.calls += len(jobs)
         out = []
         for i, (_, first_is_model, _) in enumerate(jobs):
@@ -167,8 +179,11 @@ class Judge:
                 if p is not None:
                     p_model = (1 - p) if first_is_model else p
                     return {"value": 1 + p_model, "source": "logprobs", "first_is_model": first_is_model, "raw": raw}
+            elif Capability.GENERATE in self.lm.capabilities:
+                gen: GeneratingLM = self.lm  # type: ignore[assignment]
+                raw = next(iter(gen.generate([req], s))).output
             else:
-                raw = next(iter(generate(self.lm, [req], s))).output
+                raise capability_error(self.lm.spec, self.lm.capabilities, Capability.GENERATE, "a judge")
             if single:
                 g = prompts.parse_grade(raw)
                 if g is not None:

@@ -96,7 +96,7 @@ def _judge_sharded(judge: Judge, comps: list[Comparison], store: Store | None, p
     """Under torchrun: this rank's comparisons (balanced by text length) judged into the
     cache (on rank 0 the store, which also takes the other ranks' judgments as they
     come); rank 0 waits for every rank's last."""
-    from lmboard.tasks.sharded import JudgmentCache, Sink, shard_of
+    from lmboard.job import Identity, JobRun, JudgmentCache, shard_of
 
     w = world()
     jobs = judge.jobs(comps)
@@ -105,25 +105,21 @@ def _judge_sharded(judge: Judge, comps: list[Comparison], store: Store | None, p
     mine = [comps[i] for i in shard_of(comps, [f"{c.generator}/{c.instruction}" for c in comps], {},
                                         [len(c.output) + len(c.reference or "") + len(c.instruction) for c in comps])]
     with progress(f"judge {len(comps)} comparisons") as update:
-        seen = [0, 0]  # this rank's done; the whole job's
-
-        def tick(n: int) -> None:
-            seen[1] += n
-            update(seen[1], len(jobs))
-
-        sink = Sink(store, "", tick)
+        seen = [0]  # this rank's done
+        # the relay to rank 0 and the whole job's progress (the judgments go to the cache, not to a run)
+        relay = JobRun(store, Identity("", "judge", judge.settings.spec.display_name), {}, len(jobs), update)
 
         def mine_done(done: int, total: int) -> None:
-            sink.tick(done - seen[0])
+            relay.tick(done - seen[0])
             seen[0] = done
 
-        cache = JudgmentCache(store if w.main else None, sink, snapshot)
+        cache = JudgmentCache(store if w.main else None, relay, snapshot)
         real, judge.store = judge.store, cache
         try:
             judge.run(mine, mine_done)
         finally:
             judge.store = real
-        sink.finish_dict({})
+        relay.finish({})
 
 
 def _record_runs(store: Store, settings: JudgeSettings, reference: str, plan: list, rows: dict[str, dict],

@@ -6,6 +6,6 @@
     latency.py         percentiles and the median/p90/p99 summaries of timings
 
 Win rates and length control, which only judging uses, live in lmboard/judge/stats.py
-and draw their intervals from bootstrap.py. Metrics register by name in the
-``lmboard.metrics`` entry-point group (lmboard.registry.METRICS), as plugins' do.
+and draw their intervals from bootstrap.py. The jobs call them by name (no registry:
+nothing chooses a metric by a name given at run time).
 """

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-from lmboard.registry import METRICS
-
 
 def softmax(xs: list[float]) -> list[float]:
     m = max(xs)
@@ -14,7 +12,6 @@ def softmax(xs: list[float]) -> list[float]:
     return [v / s for v in e]
 
 
-@METRICS.register("exam_accuracy")
 def exam_accuracy(correct: dict[str, list[bool]], subcats_of: dict[str, list[str]],
                   categories: dict[str, list[str]]) -> dict:
     """``correct``: subject -> whether each question was answered right.

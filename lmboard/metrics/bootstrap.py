@@ -7,10 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lmboard.registry import METRICS
 
-
-@METRICS.register("bootstrap_mean_ci")
 def bootstrap_mean_ci(values, n_resamples: int = 2000, seed: int = 0, level: float = 0.95,
                       clusters: Sequence[str] | None = None) -> tuple[float, float]:
     """(low, high) percentile interval of the mean; NaNs when there is no value.

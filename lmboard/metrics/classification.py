@@ -6,10 +6,7 @@ its own "unmatched" column of the confusion matrix.
 
 from __future__ import annotations
 
-from lmboard.registry import METRICS
 
-
-@METRICS.register("classification")
 def classification_report(gold: list[str], pred: list[str | None], names: list[str]) -> dict:
     n = len(gold)
     conf = {g: {p: 0 for p in [*names, "unmatched"]} for g in names}

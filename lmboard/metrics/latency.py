@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import statistics
 
-from lmboard.registry import METRICS
-
 
 def percentile(xs: list[float], q: float) -> float:
     if not xs:
@@ -16,7 +14,6 @@ def percentile(xs: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-@METRICS.register("latency_summary")
 def summary(xs: list[float]) -> dict[str, float]:
     return {"median": statistics.median(xs), "p90": percentile(xs, 0.9), "p99": percentile(xs, 0.99),
             "mean": statistics.fmean(xs)}

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lmboard.metrics.bootstrap import bootstrap_mean_ci
-from lmboard.registry import METRICS
 
 
 def cluster_bootstrap_ci(values: Sequence[float], clusters: Sequence[str], n_resamples: int = 2000, seed: int = 0,
@@ -49,7 +48,6 @@ class Paired:
         return self.__dict__.copy()
 
 
-@METRICS.register("paired_comparison")
 def paired_comparison(a: dict[str, bool], b: dict[str, bool], cluster_of: dict[str, str],
                       n_resamples: int = 2000, seed: int = 0) -> Paired | None:
     """A against B on the questions both answered (keys), clustered by ``cluster_of``."""

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lmboard.errors import UsageError
-from lmboard.registry import METRICS
 
 EMBEDDING_METRICS = ("sent-transformer", "multilingual-sent-transformer")
 METRIC_NAMES = ("accuracy", "hit rate@3", "ndcg", "micro f1", "rougel", "bleu", "jp-bleu", *EMBEDDING_METRICS)
@@ -163,7 +162,6 @@ ROW_METRICS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
-@METRICS.register("shopbench")
 def aggregate(rows: Sequence[dict]) -> dict:
     """The kit's aggregation. ``rows``: dicts with task, metric, track and score, in data order.
 

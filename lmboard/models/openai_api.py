@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
 from lmboard.errors import MissingDependency, UsageError
-from lmboard.lm import Capability, GenerationSettings, GenRequest, GenResult, ModelSpec
+from lmboard.lm import Capability, GenerationSettings, GenRequest, GenResult, ModelSpec, by_settings
 from lmboard.registry import register_model
 
 RETRIES = 4
@@ -185,8 +185,19 @@ class OpenAIModel:
             out[t.token] = max(out.get(t.token, float("-inf")), t.logprob)
         return res, out or None
 
-    def generate(self, requests: Sequence[GenRequest], settings: GenerationSettings,
-                 concurrency: int = 8) -> Iterator[GenResult]:
+    def run_identity(self, work: str) -> dict[str, Any]:
+        return {}  # the server's own settings are not ours to know
+
+    def generate(self, requests: Sequence[GenRequest], settings: GenerationSettings, concurrency: int = 8,
+                 skip: Callable[[str], bool] | None = None, exact: bool = False) -> Iterator[GenResult]:
+        """``concurrency`` requests in flight; requests with their own settings (a routed
+        benchmark's routes) one group after another."""
+        todo = [r for r in requests if skip is None or not skip(r.key)]
+        for group, st in by_settings(todo, settings):
+            yield from self._generate(group, st, concurrency)
+
+    def _generate(self, requests: Sequence[GenRequest], settings: GenerationSettings,
+                  concurrency: int) -> Iterator[GenResult]:
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             futures = [pool.submit(self.complete, r, settings) for r in requests]
             try:

@@ -8,12 +8,12 @@ generation settings, and returns one answer per text.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lmboard.errors import UsageError
-from lmboard.lm import Capability, GenerationSettings, GenRequest, GenResult, ModelSpec
+from lmboard.lm import Capability, GenerationSettings, GenRequest, GenResult, ModelSpec, by_settings
 from lmboard.registry import INFER, register_model
 
 
@@ -44,8 +44,16 @@ class PluginModel:
     def check(self) -> None:
         """Registered means usable."""
 
-    def generate(self, requests: Sequence[GenRequest], settings: GenerationSettings,
-                 concurrency: int = 8) -> Iterator[GenResult]:
+    def run_identity(self, work: str) -> dict[str, Any]:
+        return {}  # the function's own settings are its business
+
+    def generate(self, requests: Sequence[GenRequest], settings: GenerationSettings, concurrency: int = 8,
+                 skip: Callable[[str], bool] | None = None, exact: bool = False) -> Iterator[GenResult]:
+        todo = [r for r in requests if skip is None or not skip(r.key)]
+        for group, st in by_settings(todo, settings):
+            yield from self._generate(group, st)
+
+    def _generate(self, requests: Sequence[GenRequest], settings: GenerationSettings) -> Iterator[GenResult]:
         kwargs = {k: v for k, v in settings.to_dict().items() if v is not None and k not in ("raw", "ignore_eos")}
         for i in range(0, len(requests), self.batch_size):
             chunk = requests[i : i + self.batch_size]

@@ -31,6 +31,8 @@ def parse_kv(text: str, what: str) -> dict[str, str]:
 
 def _convert(value: str, hint: Any, where: str, key: str) -> Any:
     args = set(typing.get_args(hint)) or {hint}
+    if type(None) in args and value.lower() in ("auto", "none"):
+        return None  # an optional setting left to the backend
     if bool in args:
         if value.lower() not in _BOOL:
             raise UsageError(f"{where}: {key} must be true or false")

@@ -6,7 +6,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from lmboard.lm import LM, Capability, LocalLM, StreamingLM, require
+from lmboard.lm import LM, WORK_GENERATE, Capability, StreamingLM, TimingLM, require
 from lmboard.speed.endpoint import LoadSettings, measure_endpoint
 from lmboard.speed.local import SpeedSettings, hardware, measure_local
 from lmboard.store import Store
@@ -19,13 +19,17 @@ def run_speed(lm: LM, settings: SpeedSettings | LoadSettings, store: Store,
     The record (settings, rows, hardware, provenance) is stored as a finished run;
     ``busy``: the share of CPU time other processes took just before (recorded)."""
     if isinstance(settings, SpeedSettings):
-        local: LocalLM = require(lm, Capability.LOGITS, "lmboard speed with --batch-sizes", LocalLM)
+        local: TimingLM = require(lm, Capability.TIMING, "lmboard speed with --batch-sizes", TimingLM)
         rows, kind = measure_local(local, settings, progress), "local"
+        # the runtime timed (its scheduler): settings of the measurement
+        timed = {**dataclasses.asdict(settings), **lm.run_identity(WORK_GENERATE)}
     else:
         streaming: StreamingLM = require(lm, Capability.STREAM, "lmboard speed on an endpoint", StreamingLM)
         rows, kind = measure_endpoint(streaming, settings, progress), "endpoint"
-    record = {"kind": kind, "model": lm.spec.display_name, "settings": dataclasses.asdict(settings), "results": rows,
-              "hardware": {**hardware(), "busy_share_before": busy}, "provenance": lm.info(), "time": time.time()}
+        timed = dataclasses.asdict(settings)
+    info = lm.info()
+    record = {"kind": kind, "model": lm.spec.display_name, "settings": timed, "results": rows,
+              "hardware": {**hardware(info), "busy_share_before": busy}, "provenance": info, "time": time.time()}
     run_id = f"speed-{stable_hash([lm.spec.canonical(), record['settings'], record['time']], 12)}"
     store.open_run(run_id, "speed", lm.spec.display_name, {"model": lm.spec.canonical(), "settings": record["settings"]},
                    record["provenance"])

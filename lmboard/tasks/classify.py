@@ -10,10 +10,9 @@ wrong and are counted). Rows with an empty text are skipped and counted.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from lmboard.engine import EngineSettings
 from lmboard.errors import UsageError
 from lmboard.io import read_csv_dicts, read_jsonl
 from lmboard.registry import register_task
@@ -64,7 +63,6 @@ class ClassifyJob:
     train: Path | None = None  # a separate training file for the shots
     split: float | None = None  # train share when splitting ``data``
     test_size: int | None = None  # cap the test side at N rows
-    engine: EngineSettings = field(default_factory=EngineSettings)
 
 
 @register_task("classify")

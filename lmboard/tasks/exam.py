@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from lmboard.engine import EngineSettings
 from lmboard.errors import UsageError
-from lmboard.lm import LocalLM
+from lmboard.lm import TokenizingLM
 
 LETTERS = ("A", "B", "C", "D")
 
@@ -31,7 +30,6 @@ class ExamSettings:
     letter_token: str = "spaced"  # spaced: " A" as after "Answer:"; bare: tokenizer("A")[-1]
     chat: bool = False
     max_length: int | None = None  # None: the model's context length
-    engine: EngineSettings = field(default_factory=EngineSettings)
 
     def key_dict(self) -> dict:
         """Everything that changes the numbers (batching does not)."""
@@ -156,7 +154,7 @@ class MCExam:
             text, prefix = render(q, shots)
         return Prompt(q, text, prefix, len(shots))
 
-    def letter_ids(self, lm: LocalLM, cue: str, mode: str, sep: str | None = None) -> list[int]:
+    def letter_ids(self, lm: TokenizingLM, cue: str, mode: str, sep: str | None = None) -> list[int]:
         """The token id of each answer letter as scored at the prompt's last position.
 
         spaced (default): the token the tokenizer produces for the letter after the

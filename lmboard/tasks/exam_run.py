@@ -1,27 +1,23 @@
-"""Running a multiple-choice exam: prompts -> engine -> store -> result.
+"""Running a multiple-choice exam: prompts -> the model's ``score`` -> store -> result.
 
-The store holds every scored question as soon as its batch finishes; the result is
-read back from the store at the end, so a resumed run writes the same files as an
-uninterrupted one.
+The store holds every scored question as soon as its batch finishes (provisional
+results too, as the backend hands them on); the result is read back from the store at
+the end, so a resumed run writes the same files as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmboard.engine import EngineStats, ScoreHooks, ScoreItem, score_last
 from lmboard.errors import UsageError
-from lmboard.lm import LocalLM
+from lmboard.job import Identity, JobRun, family, run_id, run_key
+from lmboard.lm import WORK_CHOOSE, Scored, ScoreRequest, ScoringLM
 from lmboard.metrics.accuracy import softmax
-from lmboard.parallel import broadcast, world
-from lmboard.store import Store
+from lmboard.store import Store, StoredSample
 from lmboard.tasks.exam import ExamSettings, MCExam, MCQuestion, Prompt
-from lmboard.tasks.runs import describe, family, run_id, run_key
-from lmboard.tasks.sharded import Sink, shard_of
 from lmboard.text import stable_hash, template_hash
 
 Questions = dict[str, list[MCQuestion]]  # subject -> questions, in file order
@@ -35,7 +31,7 @@ class ExamResult:
     questions: Questions
     samples: dict[str, dict]  # "subject/index" -> sample record
     provenance: dict
-    stats: EngineStats | None
+    stats: dict | None  # the backend's counters
     cost_time: float
     resumed: bool = False
     shots_used: dict[str, list[int]] = field(default_factory=dict)
@@ -45,9 +41,9 @@ def sample_key(q: MCQuestion) -> str:
     return f"{q.subject}/{q.index}"
 
 
-def chat_render(exam: MCExam, lm: LocalLM, q: MCQuestion, shots: list[MCQuestion]) -> tuple[str, str]:
+def chat_render(exam: MCExam, lm: ScoringLM, q: MCQuestion, shots: list[MCQuestion]) -> tuple[str, str]:
     """--chat: the exam through the model's chat template, few-shot as alternating turns."""
-    if not getattr(lm.tokenizer, "chat_template", None):
+    if not lm.has_chat_template():
         raise UsageError("--chat: the model has no chat template")
     head = exam.header(q.subject)
     messages: list[dict[str, str]] = []
@@ -59,7 +55,7 @@ def chat_render(exam: MCExam, lm: LocalLM, q: MCQuestion, shots: list[MCQuestion
     return text, text[: text.rfind(exam.example(q, False))]
 
 
-def build_prompts(exam: MCExam, lm: LocalLM, settings: ExamSettings, questions: Questions,
+def build_prompts(exam: MCExam, lm: ScoringLM, settings: ExamSettings, questions: Questions,
                   pools: Pools) -> tuple[list[Prompt], list[list[int]]]:
     """Every question's prompt, fitted to the context; and its token ids."""
     max_len = settings.max_length or lm.max_length
@@ -74,7 +70,7 @@ def build_prompts(exam: MCExam, lm: LocalLM, settings: ExamSettings, questions: 
         pool, source = pools[subject]
         for q in qs:
             prompts.append(exam.build_prompt(q, exam.shots_for(q, pool, source, settings.shots), count, max_len, render))
-    ids = lm.tokenizer([p.text for p in prompts], add_special_tokens=special).input_ids
+    ids = lm.encode_many([p.text for p in prompts], special)
     too_long = [p for p, i in zip(prompts, ids, strict=True) if len(i) > max_len]
     if too_long:
         q = too_long[0].question
@@ -107,7 +103,7 @@ def load_questions(exam: MCExam, settings: ExamSettings) -> tuple[Questions, Poo
     return questions, pools
 
 
-def exam_provenance(exam: MCExam, lm: LocalLM, settings: ExamSettings, pools: Pools, letter_ids: list[int]) -> dict:
+def exam_provenance(exam: MCExam, lm: ScoringLM, settings: ExamSettings, pools: Pools, letter_ids: list[int]) -> dict:
     sources = sorted({src for _, src in pools.values()})
     return {
         **lm.info(),
@@ -118,39 +114,40 @@ def exam_provenance(exam: MCExam, lm: LocalLM, settings: ExamSettings, pools: Po
         "prompt_format": "chat" if settings.chat else "plain",
         "letter_token": settings.letter_token,
         "letter_token_ids": letter_ids,
-        "letter_tokens": [lm.tokenizer.decode([i]) for i in letter_ids],
+        "letter_tokens": [lm.decode([i]) for i in letter_ids],
         "max_length": settings.max_length or lm.max_length,
         "seed": None,  # scoring is deterministic: no sampling
     }
 
 
-def sample_record(exam: MCExam, p: Prompt, logits: list[float]) -> dict:
+def sample_record(exam: MCExam, p: Prompt, r: Scored) -> dict:
+    """A question's stored record; the backend's note (how it made the logits) at its end."""
+    logits = r.logits or []
     probs = softmax(logits)
     pred = exam.letters[max(range(len(probs)), key=probs.__getitem__)]
     q = p.question
     return {"subject": q.subject, "index": q.index, "prompt_hash": stable_hash(p.text), "shots": p.shots,
-            "logits": logits, "probs": probs, "pred": pred, "gold": q.answer, "correct": pred == q.answer}
+            "logits": logits, "probs": probs, "pred": pred, "gold": q.answer, "correct": pred == q.answer,
+            **(r.note or {})}
 
 
-def exam_identity(exam: MCExam, lm: LocalLM, settings: ExamSettings, provenance: dict) -> tuple[str, dict, str]:
-    """(run id, key, family). The recheck margin moves stored probabilities only where
-    the model computes in reduced precision; batching never does."""
-    dtype = provenance["dtype"]
-    margin = settings.engine.recheck_margin
-    key = run_key(lm.spec, dtype, exam=settings.key_dict(), template=provenance["prompt_template_hash"],
-                  recheck_margin=("calibrated" if margin is None else margin) if dtype != "float32" else None)
+def exam_identity(exam: MCExam, lm: ScoringLM, settings: ExamSettings, provenance: dict) -> Identity:
+    """The run's identity. What of the backend can move the stored probabilities (a
+    reduced-precision model's recheck margin) it says itself; batching never does."""
+    key = run_key(lm.spec, provenance["dtype"], exam=settings.key_dict(), template=provenance["prompt_template_hash"],
+                  **lm.run_identity(WORK_CHOOSE))
     fam = family("exam", lm.spec, task=exam.name, data=str(Path(settings.data).resolve()),
                  subjects=list(settings.subjects))
-    return run_id(exam.name, key), key, fam
+    return Identity(run_id(exam.name, key), "exam", lm.spec.display_name, {**key, "run": run_id(exam.name, key)}, fam)
 
 
-def run_exam(exam: MCExam, lm: LocalLM, settings: ExamSettings, store: Store,
-             progress: Callable[[int, int], None] | None = None, oom_guard: Callable[[int], None] | None = None,
+def run_exam(exam: MCExam, lm: ScoringLM, settings: ExamSettings, store: Store,
+             progress: Callable[[int, int], None] | None = None,
              loaded: tuple[Questions, Pools] | None = None) -> ExamResult | None:
-    """Score what the store does not hold as final (close calls stored as pending are only
-    rechecked). A second process on the same run waits for this one, then finds it done.
-    Under torchrun each rank scores its shard and rank 0 stores everything (None on the
-    other ranks)."""
+    """Score what the store does not hold as final (provisional results are handed back to
+    the backend, which only decides them). A second process on the same run waits for this
+    one, then finds it done. Under torchrun each rank scores its shard and rank 0 stores
+    everything (None on the other ranks)."""
     t0 = time.time()
     questions, pools = loaded or load_questions(exam, settings)
     prompts, ids = build_prompts(exam, lm, settings, questions, pools)
@@ -158,72 +155,38 @@ def run_exam(exam: MCExam, lm: LocalLM, settings: ExamSettings, store: Store,
     # In chat form the letter opens the assistant turn: no separator before it.
     letter_ids = exam.letter_ids(lm, cue, settings.letter_token, "" if settings.chat else exam.answer_sep)
     provenance = exam_provenance(exam, lm, settings, pools, letter_ids)
-    rid, key, fam = exam_identity(exam, lm, settings, provenance)
+    identity = exam_identity(exam, lm, settings, provenance)
     by_key = {sample_key(p.question): p for p in prompts}
-    items = [ScoreItem(sample_key(p.question), i, p.prefix) for p, i in zip(prompts, ids, strict=True)]
-    seen = [0]
-
-    def tick(n: int) -> None:
-        seen[0] += n
-        if progress:
-            progress(seen[0], len(items))
-
-    checked: dict[str, tuple[list[float], float, bool]] = {}
-
-    def record(k: str, lg: list[float]) -> dict:
-        r = sample_record(exam, by_key[k], lg)
-        if k in checked:  # rescored on the float32 model: what bfloat16 said, and by how much it erred
-            b, err, cal = checked.pop(k)
-            r["recheck"] = {"bf16_logits": b, "gap_error": err, "calibration": cal}
-        return r
-
-    w = world()
-    sink = Sink(store, rid, tick)
-
-    def write(state: str) -> Callable[[list[tuple[str, list[float]]]], None]:
-        return lambda rows: sink.add(state, [(k, record(k, lg)) for k, lg in rows])
-
+    reqs = [ScoreRequest(sample_key(p.question), tuple(i), targets=tuple(letter_ids), prefix=p.prefix)
+            for p, i in zip(prompts, ids, strict=True)]
     stats = None
-    with store.run_lock(rid) if w.main else nullcontext():
-        opened = (store.open_run(rid, "exam", lm.spec.display_name, {**key, "run": rid}, provenance, fam)
-                  if w.main else None)
-        if w.main:
-            store.say(describe(opened, rid))
-        final, pending, kept = broadcast(_stored_state(store, rid, len(items)) if w.main else None)
-        if len(final) < len(items):
-            mine = shard_of(items, [k.split("/")[0] for k in (it.key for it in items)], provenance)
-            items = [items[i] for i in mine]
-
-            def stored(k: str) -> tuple[list[float] | None, float | None]:
-                r = kept.get(k)
-                if r is None:
-                    return None, None
-                if k in pending:
-                    return r["logits"], None
-                rc = r.get("recheck") or {}  # rescored: what bfloat16 said, and its gap error
-                return rc.get("bf16_logits"), rc.get("gap_error")
-
-            hooks = ScoreHooks(skip=lambda k: k in final or k in pending, stored=stored,
-                               on_batch=write("final"), on_provisional=write("pending"), progress=sink.tick,
-                               on_checked=checked.update, oom_guard=oom_guard)
-            stats = score_last(lm, items, letter_ids, settings.engine, hooks)
-            stats = sink.finish(stats)
-        elif progress:
-            progress(len(items), len(items))
-    if not w.main:
-        return None
-    return _collect(rid, lm, questions, store, by_key, provenance, stats, time.time() - t0, opened.resumed)
+    with JobRun(store, identity, provenance, len(reqs), progress) as run:
+        stored = {k: _as_scored(k, s) for k, s in run.stored.items() if k in by_key}
+        seen = set(stored)
+        run.tick(len(seen))
+        if sum(s.final for s in stored.values()) < len(reqs):
+            mine = [reqs[i] for i in run.shard(reqs, [r.key.split("/")[0] for r in reqs],
+                                                  [len(r.ids) for r in reqs])]
+            scoring = lm.score(mine, exact=True, stored=stored)
+            for batch in scoring:
+                run.add([(r.key, sample_record(exam, by_key[r.key], r), r.note) for r in batch], batch[0].final)
+                new = {r.key for r in batch} - seen
+                seen |= new
+                run.tick(len(new))
+            stats = run.finish(scoring.stats)
+        if not run.main:
+            return None
+        return _collect(run, questions, by_key, provenance, stats, time.time() - t0)
 
 
-def _stored_state(store: Store, rid: str, n: int) -> tuple[set[str], set[str], dict]:
-    """What the store holds of this run: final keys, pending keys, their records."""
-    final, pending = store.sample_keys(rid), store.sample_keys(rid, "pending")
-    return final, pending, (dict(store.samples(rid)) if (final or pending) and len(final) < n else {})
+def _as_scored(key: str, s: StoredSample) -> Scored:
+    """A stored result as the backend handed it on (what it needs back on resume)."""
+    return Scored(key, logits=(s.data or {}).get("logits"), final=s.final, note=s.note)
 
 
-def _collect(rid: str, lm: LocalLM, questions: Questions, store: Store, by_key: dict, provenance: dict,
-             stats: EngineStats | None, cost: float, resumed: bool) -> ExamResult:
-    samples = {k: v for k, v in store.samples(rid) if k in by_key}
+def _collect(run: JobRun, questions: Questions, by_key: dict, provenance: dict, stats: dict | None,
+             cost: float) -> ExamResult:
+    samples = {k: v for k, v in run.samples().items() if k in by_key}
     missing = [k for k in by_key if k not in samples]
     if missing:
         raise RuntimeError(f"internal: {len(missing)} questions were not scored (first: {missing[0]})")
@@ -231,5 +194,6 @@ def _collect(rid: str, lm: LocalLM, questions: Questions, store: Store, by_key: 
     provenance["shots_used"] = {"min": min(min(v) for v in shots_used.values()),
                                 "max": max(max(v) for v in shots_used.values())}
     if stats is not None:
-        provenance["engine"] = stats.to_dict()
-    return ExamResult(rid, lm.spec.display_name, questions, samples, provenance, stats, cost, resumed, shots_used)
+        provenance["engine"] = stats
+    return ExamResult(run.identity.run_id, run.identity.model, questions, samples, provenance, stats, cost,
+                      run.resumed, shots_used)

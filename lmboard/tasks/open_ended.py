@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmboard.engine import generate
 from lmboard.errors import UsageError
 from lmboard.faults import fault
 from lmboard.io import read_json_list, read_jsonl
-from lmboard.lm import LM, GenerationSettings, GenRequest
-from lmboard.parallel import broadcast, world
+from lmboard.job import Identity, JobRun, family, run_id, run_key
+from lmboard.lm import WORK_GENERATE, GeneratingLM, GenerationSettings, GenRequest
 from lmboard.store import Store
-from lmboard.tasks.runs import describe, family, run_id, run_key
-from lmboard.tasks.sharded import Sink, shard_of
 from lmboard.text import stable_hash
 
 
@@ -83,60 +79,41 @@ def load_prompts(path: Path) -> list[PromptItem]:
     return items
 
 
-def run_generation(
-    lm: LM,
-    prompts: list[PromptItem],
-    settings: GenerationSettings,
-    store: Store,
-    prompts_id: str,
-    progress: Callable[[int, int], None] | None = None,
-    batch_size: int | None = None,
-    concurrency: int = 8,
-    scheduler: str = "continuous",
-) -> tuple[str, dict[str, dict]]:
+def run_generation(lm: GeneratingLM, prompts: list[PromptItem], settings: GenerationSettings, store: Store,
+                   prompts_id: str, progress: Callable[[int, int], None] | None = None,
+                   concurrency: int = 8) -> tuple[str, dict[str, dict]]:
     """Generate what the store does not hold yet, storing each answer as it comes; returns
-    (run id, key -> record). The scheduler and the batch size are part of the run's
-    identity: with padding (and in reduced precision) they can change a greedy answer."""
+    (run id, key -> record). What of the backend can change a greedy answer (batch size
+    and scheduler: padding, reduced precision) it says itself, into the run's identity."""
     info = lm.info()
-    key = run_key(lm.spec, info.get("dtype"), prompts=prompts_id, settings=settings.to_dict(), batch_size=batch_size,
-                  scheduler=scheduler)
+    key = run_key(lm.spec, info.get("dtype"), prompts=prompts_id, settings=settings.to_dict(),
+                  **lm.run_identity(WORK_GENERATE))
     rid = run_id("gen", key)
     unique = {p.key: p for p in prompts}
-    w = world()
-    n = [0]
-
-    def tick(k: int) -> None:
-        n[0] += k
-        if progress:
-            progress(n[0], len(unique))
-
-    sink = Sink(store, rid, tick)
+    run = JobRun(store, Identity(rid, "generate", lm.spec.display_name, key,
+                                 family("generate", lm.spec, prompts=prompts_id)), info, len(unique), progress)
     reqs = [p.request() for p in unique.values()]
     # under torchrun, this rank's share, balanced by prompt and answer tokens
     weights = [len(r.text or "".join(m["content"] for m in r.messages)) // 4 + settings.max_new_tokens for r in reqs]
-    reqs = [reqs[i] for i in shard_of(reqs, [r.key for r in reqs], info, weights)]
-    with store.run_lock(rid) if w.main else nullcontext():
-        if w.main:
-            opened = store.open_run(rid, "generate", lm.spec.display_name, key, info,
-                                    family("generate", lm.spec, prompts=prompts_id))
-            store.say(describe(opened, rid))
-        done = broadcast(store.sample_keys(rid) if w.main else None)
-        tick(len(done & set(unique)))
-        for r in generate(lm, reqs, settings, batch_size, concurrency, skip=done.__contains__, scheduler=scheduler):
+    reqs = [reqs[i] for i in run.shard(reqs, [r.key for r in reqs], weights)]
+    with run:
+        done = set(run.stored)
+        run.tick(len(done & set(unique)))
+        for r in lm.generate(reqs, settings, concurrency, skip=done.__contains__):
             if r.key in done:
                 continue  # a batch with one answer left runs whole: its other answers are stored already
             fault("generate.result")
-            sink.add("final", [(r.key, {
+            run.add([(r.key, {
                 "output": r.output, "prompt": r.prompt, "prompt_tokens": r.prompt_tokens,
                 "output_tokens": r.output_tokens, "latency_s": r.latency_s, "finish_reason": r.finish_reason,
                 "settings": r.settings,
             })])
-            sink.tick(1)
-        sink.finish(None)
-        if not w.main:
+            run.tick(1)
+        run.finish(None)
+        if not run.main:
             return rid, {}
-        records = dict(store.samples(rid))
-        store.finish_run(rid, {"n": len(records)})
+        records = run.samples()
+        run.done({"n": len(records)})
     return rid, records
 
 

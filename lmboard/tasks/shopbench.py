@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmboard.engine import EngineSettings
 from lmboard.errors import UsageError
 from lmboard.io import read_json_list, read_jsonl
 from lmboard.metrics.shopbench import METRIC_NAMES
@@ -65,7 +64,6 @@ class ShopBenchSettings:
     mc_by: str = "generate"  # generate | loglik
     responses: Path | None = None  # score these answers instead of running a model
     embedders: dict[str, Path] = field(default_factory=dict)
-    engine: EngineSettings = field(default_factory=EngineSettings)
 
 
 @register_task("shopbench")

@@ -19,13 +19,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lmboard.engine import GEN_RECHECK, LabelItem, continuation_ids, generate_groups, render, score_labels
 from lmboard.faults import fault
-from lmboard.lm import LM, LocalLM, ModelSpec
+from lmboard.job import Identity, JobRun, family, run_id, run_key
+from lmboard.lm import (
+    LM,
+    WORK_GREEDY,
+    GenRequest,
+    ModelSpec,
+    Scored,
+    ScoreRequest,
+    ScoringLM,
+    continuation_ids,
+)
 from lmboard.metrics import embedders as emb
 from lmboard.metrics.shopbench import (
     EMBEDDING_METRICS,
@@ -34,11 +42,8 @@ from lmboard.metrics.shopbench import (
     score_rows,
     warm_imports,
 )
-from lmboard.parallel import broadcast, world
 from lmboard.store import Store
 from lmboard.tasks.routes import DEFAULT_ROUTES, Route
-from lmboard.tasks.runs import describe, family, run_id, run_key
-from lmboard.tasks.sharded import Sink, shard_of
 from lmboard.tasks.shopbench import (
     Routed,
     ShopBenchSettings,
@@ -77,61 +82,73 @@ def _loglik_rows(s: ShopBenchSettings, routed: list[Routed]) -> list[Routed]:
     return [x for x in routed if s.mc_by == "loglik" and x.parser == "multichoice"]
 
 
-def identity(spec: ModelSpec, dtype: str | None, s: ShopBenchSettings, p: Prepared) -> tuple[str, dict, str]:
+def identity(lm: LM | None, spec: ModelSpec, s: ShopBenchSettings, p: Prepared, info: dict) -> Identity:
+    """What of the backend can move its greedy answers (a reduced-precision model's recheck
+    margin) it says itself; given responses run no model."""
     routes = [r.to_dict() for r in (*s.routes, *DEFAULT_ROUTES)]
-    key = run_key(spec, dtype, data=str(Path(s.data).resolve()), data_hash=p.data_hash, tasks=list(s.tasks),
-                  routes=routes, mc_by=s.mc_by, gen_recheck=gen_recheck(s) if dtype != "float32" else None,
+    key = run_key(spec, info.get("dtype"), data=str(Path(s.data).resolve()), data_hash=p.data_hash, tasks=list(s.tasks),
+                  routes=routes, mc_by=s.mc_by, **(lm.run_identity(WORK_GREEDY) if lm is not None else {}),
                   responses=stable_hash(sorted(p.responses.items())) if p.responses is not None else None)
-    return run_id("shopbench", key), key, family("shopbench", spec, data=str(Path(s.data).resolve()))
+    return Identity(run_id("shopbench", key), "shopbench", spec.display_name, key,
+                    family("shopbench", spec, data=str(Path(s.data).resolve())))
 
 
-def _by_loglik(lm: LocalLM, s: ShopBenchSettings, todo: list[Routed], record, done) -> dict | None:
+def _by_loglik(lm: ScoringLM, s: ShopBenchSettings, todo: list[Routed], run: JobRun, done: set[str]) -> dict | None:
     """Multiple choice by the log-likelihood of each option number after the routed prompt."""
     if not todo:
         return None
-    items, options = [], {}
+    reqs, options = [], {}
     for x in todo:
         req = x.route.request(str(x.row.index), x.fields)
-        text, special = render(lm, req, x.route.settings())
+        text, special = _render(lm, req, not x.route.chat)
         # A prompt ending in a space ("Answer: ") gives the space to the option, as
         # lm-evaluation-harness does: " 1" is one token, a trailing " " then "1" is two.
         stripped = text.rstrip(" ")
         opts = mc_options(x.row.prompt)
-        conts = [text[len(stripped):] + o for o in opts]
-        ctx, labs = continuation_ids(lm, stripped, conts, special)
-        items.append(LabelItem(req.key, stripped, ctx, labs))
+        ctx, labs = continuation_ids(lm, stripped, [text[len(stripped):] + o for o in opts], special)
+        reqs.append(ScoreRequest(req.key, tuple(ctx), tuple(map(tuple, labs))))
         options[req.key] = opts
-
-    def on_item(key: str, lp: list[float]) -> None:
-        opts = options[key]
-        best = max(range(len(lp)), key=lp.__getitem__)
-        record(key, {"response": opts[best], "by": "loglik", "options": opts, "loglik": lp})
-
-    return score_labels(lm, items, s.engine, on_item, skip=done).to_dict()
-
-
-def gen_recheck(s: ShopBenchSettings) -> float:
-    """The margin under which a greedy answer decoded in bfloat16 is decoded again in
-    float32 (engine/continuous.py): ``--recheck-margin``, or GEN_RECHECK for auto."""
-    return GEN_RECHECK if s.engine.recheck_margin is None else s.engine.recheck_margin
+    scoring = lm.score(reqs, stored={k: Scored(k) for k in done})
+    for batch in scoring:
+        for r in batch:
+            opts = options[r.key]
+            best = max(range(len(r.logprobs)), key=r.logprobs.__getitem__)
+            record(run, done, r.key, {"response": opts[best], "by": "loglik", "options": opts, "loglik": r.logprobs})
+    return scoring.stats
 
 
-def _by_generation(lm: LM, todo: list[Routed], record, done, concurrency: int, recheck: float) -> None:
-    """Each route's rows with its own settings, all routes in one decode job where the
-    model runs locally (a route's short answers leave room for another's long ones)."""
+def _render(lm: ScoringLM, req: GenRequest, raw: bool) -> tuple[str, bool]:
+    """(the prompt as the model sees it, whether the tokenizer adds its special tokens):
+    a chat route through the model's chat template (which holds them already)."""
+    if raw:
+        return req.text or "", True
+    return lm.render_chat(req.messages), False
+
+
+def _by_generation(lm: LM, todo: list[Routed], run: JobRun, done: set[str], concurrency: int) -> None:
+    """Each route's rows with its own settings (in one decode job where the backend can:
+    a route's short answers leave room for another's long ones); greedy answers the
+    full-precision model's where the backend can check them (``exact``)."""
     groups: dict[Route, list[Routed]] = {}  # by route (a user's route may share a built-in's name)
     for x in todo:
         groups.setdefault(x.route, []).append(x)
-    sets = [([route.request(str(x.row.index), x.fields) for x in group], route.settings())
-            for route, group in groups.items()]
-    for r in generate_groups(lm, sets, skip=done, concurrency=concurrency, recheck=recheck):
-        if done(r.key):
+    reqs = [replace(route.request(str(x.row.index), x.fields), settings=route.settings())
+            for route, group in groups.items() for x in group]
+    if not reqs:
+        return
+    for r in lm.generate(reqs, reqs[0].settings, concurrency, skip=done.__contains__, exact=True):
+        if r.key in done:
             continue  # a batch with one answer left runs whole: the others are stored
         fault("generate.result")
-        record(r.key, {"response": r.output, "by": "generate", "prompt_tokens": r.prompt_tokens,
-                       "output_tokens": r.output_tokens, "finish_reason": r.finish_reason,
-                       "latency_s": r.latency_s, "error": r.error,
-                       **({"recheck": "float32"} if r.settings.get("recheck") else {})})
+        record(run, done, r.key, {"response": r.output, "by": "generate", "prompt_tokens": r.prompt_tokens,
+                                  "output_tokens": r.output_tokens, "finish_reason": r.finish_reason,
+                                  "latency_s": r.latency_s, "error": r.error, **(r.note or {})})
+
+
+def record(run: JobRun, done: set[str], key: str, sample: dict) -> None:
+    run.add([(key, sample)])
+    done.add(key)
+    run.tick(1)
 
 
 def run_shopbench(lm: LM | None, spec: ModelSpec, s: ShopBenchSettings, store: Store | None,
@@ -141,57 +158,40 @@ def run_shopbench(lm: LM | None, spec: ModelSpec, s: ShopBenchSettings, store: S
     t0 = time.time()
     p = prepared or prepare(s)
     info = lm.info() if lm is not None else {"model": spec.to_dict(), "source": "responses"}
-    rid, key, fam = identity(spec, info.get("dtype"), s, p)
-    total = len(p.routed)
-    w, n = world(), [0]
-
-    def tick(k: int) -> None:
-        n[0] += k
-        if progress:
-            progress(n[0], total)
-
-    sink = Sink(store, rid, tick)
+    ident = identity(lm, spec, s, p, info)
+    run = JobRun(store, ident, info, len(p.routed), progress)
     # under torchrun, this rank's rows, balanced by prompt and answer tokens
     weights = [len(x.row.prompt) // 4 + x.route.settings().max_new_tokens for x in p.routed]
-    mine = [p.routed[i] for i in shard_of(p.routed, [str(x.row.index) for x in p.routed], info, weights)]
-    with store.run_lock(rid) if w.main else nullcontext():
-        opened = store.open_run(rid, "shopbench", spec.display_name, key, info, fam) if w.main else None
-        if w.main:
-            store.say(describe(opened, rid))
-        done = broadcast(store.sample_keys(rid) if w.main else None)
-        tick(len(done & {str(x.row.index) for x in p.routed}))
-
-        def record(k: str, sample: dict) -> None:
-            sink.add("final", [(k, sample)])
-            done.add(k)
-            sink.tick(1)
-
+    mine = [p.routed[i] for i in run.shard(p.routed, [str(x.row.index) for x in p.routed], weights)]
+    with run:
+        done = set(run.stored)
+        run.tick(len(done & {str(x.row.index) for x in p.routed}))
         engine, t_gen = None, time.time()
         if p.responses is not None:
-            if w.main:
-                store.add_samples(rid, [(str(i), {"response": r, "by": "responses"}) for i, r in p.responses.items()])
+            if run.main:
+                run.add([(str(i), {"response": r, "by": "responses"}) for i, r in p.responses.items()])
         else:
             assert lm is not None
-            if w.main:
+            if run.main:
                 warm_imports({x.row.metric for x in p.routed})
             ll = _loglik_rows(s, mine)
             ll_keys = {x.row.index for x in ll}
-            engine = _by_loglik(lm, s, ll, record, done.__contains__)  # type: ignore[arg-type]
-            _by_generation(lm, [x for x in mine if x.row.index not in ll_keys], record, done.__contains__, concurrency,
-                           gen_recheck(s))
-        engine = sink.finish_dict(engine)
-        if not w.main:
+            engine = _by_loglik(lm, s, ll, run, done)  # type: ignore[arg-type]
+            _by_generation(lm, [x for x in mine if x.row.index not in ll_keys], run, done, concurrency)
+        engine = run.finish(engine)
+        if not run.main:
             return {}
         t_score = time.time()
-        result = score(p.routed, dict(store.samples(rid)), s)
-        old = (store.run(rid) or {}).get("summary") or {}
-        store.finish_run(rid, {**old, s.parse: {"overall": result["overall"], "n": total}})
+        result = score(p.routed, run.samples(), s)
+        old = (store.run(ident.run_id) or {}).get("summary") or {}
+        run.done({**old, s.parse: {"overall": result["overall"], "n": len(p.routed)}})
     timing = {"answer_s": t_score - t_gen, "score_s": time.time() - t_score}  # answering: what this run computed
-    return {**result, "run_id": rid, "resumed": opened.resumed, "model": spec.display_name, "cost_time": time.time() - t0,
-            "timing": timing, "engine": engine, "provenance": {**info, "parse": s.parse, "parser_version": OFFICIAL_VERSION,
-                                             "mc_by": s.mc_by, "routes_file": s.routes_file,
-                                             "routes": [r.to_dict() for r in (*s.routes, *DEFAULT_ROUTES)],
-                                             "data": str(s.data), "data_hash": p.data_hash, "seed": 0}}
+    return {**result, "run_id": ident.run_id, "resumed": run.resumed, "model": spec.display_name,
+            "cost_time": time.time() - t0, "timing": timing, "engine": engine,
+            "provenance": {**info, "parse": s.parse, "parser_version": OFFICIAL_VERSION,
+                           "mc_by": s.mc_by, "routes_file": s.routes_file,
+                           "routes": [r.to_dict() for r in (*s.routes, *DEFAULT_ROUTES)],
+                           "data": str(s.data), "data_hash": p.data_hash, "seed": 0}}
 
 
 def score(routed: list[Routed], samples: dict[str, dict], s: ShopBenchSettings) -> dict:

@@ -7,7 +7,6 @@ import torch
 
 from helpers import CMMLU as CM
 from helpers import run_cli
-from lmboard.engine import EngineSettings
 from lmboard.store import Store
 from lmboard.tasks.cmmlu import CMMLU
 from lmboard.tasks.exam import ExamSettings
@@ -18,7 +17,7 @@ SUBJECTS = ("anatomy", "chinese_history", "high_school_physics")
 
 def test_cmmlu_5shot_matches_a_plain_reference_loop(smollm2_fp32, tmp_path):
     tok, model = smollm2_fp32.tokenizer, smollm2_fp32.model
-    settings = ExamSettings("cmmlu", CM, SUBJECTS, 4, 5, engine=EngineSettings())
+    settings = ExamSettings("cmmlu", CM, SUBJECTS, 4, 5)
     res = run_exam(CMMLU(), smollm2_fp32, settings, Store(tmp_path / "db"))
     letter_ids = res.provenance["letter_token_ids"]
     assert letter_ids == [tok("答案是：" + c).input_ids[-1] for c in "ABCD"]

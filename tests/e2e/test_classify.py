@@ -8,7 +8,8 @@ import torch
 
 from helpers import CHNSENTICORP as CSV
 from helpers import run_cli
-from lmboard.engine import EngineSettings, LabelItem, continuation_ids, label_logprobs, score_labels
+from lmboard.lm import Scored, ScoreRequest, continuation_ids
+from lmboard.models.engine.continuations import label_logprobs
 from lmboard.tasks import classify
 
 LABELS = {"0": "负面", "1": "正面"}
@@ -33,38 +34,40 @@ def test_label_loglik_equals_a_plain_forward_per_label(smollm2_fp32):
 
 
 def test_engine_label_loglik_equals_the_plain_forward_with_shots(smollm2_fp32):
-    """The batched engine path (shots' KV computed once, label tokens packed across
-    reviews) gives the per-label forward's numbers, whatever the budget or forward."""
+    """The backend's ``score`` of continuations (shots' KV computed once, label tokens
+    packed across reviews) gives the per-label forward's log-probabilities and greedy
+    checks, whatever the budget or runtime; stored requests are not computed again."""
     examples, _ = classify.load_examples(CSV, "review", "label", LABELS)
     train, test = classify.split(examples, 0.8, 123)
     s = classify.ClassifySettings(LABELS, shots=2)
     shots = classify.pick_shots(train, s)
     test = sorted(test[:40], key=lambda e: len(e.text))[:5]  # short reviews keep it fast
-    items = []
+    reqs = []
     for e in test:
-        prompt = classify.render(s, shots, e.text)
-        ctx, labs = continuation_ids(smollm2_fp32, prompt, ["负面", "正面"])
-        items.append(LabelItem(str(e.line), prompt, ctx, labs))
+        ctx, labs = continuation_ids(smollm2_fp32, classify.render(s, shots, e.text), ["负面", "正面"])
+        reqs.append(ScoreRequest(str(e.line), tuple(ctx), tuple(map(tuple, labs))))
     model = smollm2_fp32.model
-    ref = {}
-    for it in items:
-        ref[it.key] = []
-        for lab in it.labels:
+    ref, ref_greedy = {}, {}
+    for r in reqs:
+        ref[r.key], ref_greedy[r.key] = [], []
+        for lab in r.continuations:
             with torch.no_grad():
-                logp = torch.log_softmax(model(input_ids=torch.tensor([it.ids + lab])).logits[0].float(), -1)
-            ref[it.key].append(sum(float(logp[len(it.ids) - 1 + j, t]) for j, t in enumerate(lab)))
-    for engine in (EngineSettings(batch_tokens=4096), EngineSettings(batch_tokens=8),
-                   EngineSettings(batch_tokens=512, packed=False)):
-        got: dict[str, list[float]] = {}
-        stats = score_labels(smollm2_fp32, items, engine, got.__setitem__)
+                logp = torch.log_softmax(model(input_ids=torch.tensor([list(r.ids + lab)])).logits[0].float(), -1)
+            rows = logp[len(r.ids) - 1: len(r.ids) - 1 + len(lab)]
+            ref[r.key].append(sum(float(rows[j, t]) for j, t in enumerate(lab)))
+            ref_greedy[r.key].append(all(int(rows[j].argmax()) == t for j, t in enumerate(lab)))
+    assert any(any(g) for g in ref_greedy.values())  # the check is not all False
+    for runtime in ({"batch_tokens": 4096}, {"batch_tokens": 8}, {"batch_tokens": 512, "runtime": "generic"}):
+        scoring = smollm2_fp32.with_runtime(**runtime).score(reqs)
+        got = {r.key: r for batch in scoring for r in batch}
         assert got.keys() == ref.keys()
         for k in ref:
-            np.testing.assert_allclose(got[k], ref[k], atol=1e-4)
-        assert stats.prefix_tokens_reused > len(items) * 100  # the shots ran once, not per label
-    done = {items[0].key}
-    got = {}
-    score_labels(smollm2_fp32, items, EngineSettings(), got.__setitem__, skip=done.__contains__)
-    assert set(got) == set(ref) - done
+            np.testing.assert_allclose(got[k].logprobs, ref[k], atol=1e-4)
+            assert got[k].greedy == ref_greedy[k] and got[k].final
+        assert scoring.stats["prefix_tokens_reused"] > len(reqs) * 100  # the shots ran once, not per label
+    done = {reqs[0].key: Scored(reqs[0].key)}
+    got = {r.key for batch in smollm2_fp32.score(reqs, stored=done) for r in batch}
+    assert got == set(ref) - set(done)
 
 
 @pytest.mark.parametrize("by", ["loglik", "generate"])

@@ -4,8 +4,7 @@ budget, prefix reuse and the forward used."""
 import numpy as np
 
 from helpers import MMLU
-from lmboard.engine import EngineSettings, ScoreItem
-from lmboard.engine.plan import PlanCounts, plan_groups
+from lmboard.models.engine.plan import PlanCounts, ScoreItem, plan_groups
 from lmboard.store import Store
 from lmboard.tasks.exam import ExamSettings
 from lmboard.tasks.exam_run import run_exam
@@ -40,9 +39,9 @@ def test_bpe_merge_across_the_boundary_is_trimmed(smollm2_fp32):
     assert stats.boundary_trimmed == 1 and g.shared + g.members[0][1] == items[0].ids
 
 
-def _exam(lm, tmp_path, name, **engine):
-    settings = ExamSettings("mmlu", MMLU, ("anatomy", "astronomy"), 12, 3, engine=EngineSettings(**engine))
-    res = run_exam(MMLUTask(), lm, settings, Store(tmp_path / f"{name}.db"))
+def _exam(lm, tmp_path, name, **runtime):
+    settings = ExamSettings("mmlu", MMLU, ("anatomy", "astronomy"), 12, 3)
+    res = run_exam(MMLUTask(), lm.with_runtime(**runtime), settings, Store(tmp_path / f"{name}.db"))
     keys = sorted(res.samples)
     return np.array([res.samples[k]["probs"] for k in keys]), [res.samples[k]["pred"] for k in keys], res
 
@@ -51,14 +50,16 @@ def test_invariant_to_batch_budget_and_prefix_reuse_in_float32(smollm2_fp32, tmp
     base_p, base_pred, base = _exam(smollm2_fp32, tmp_path, "a", batch_tokens=4096)
     for name, kw in {"b": {"batch_tokens": 256}, "c": {"batch_tokens": 40},
                      "d": {"batch_tokens": 1024, "prefix_reuse": False},
-                     "e": {"batch_tokens": 1024, "packed": False}}.items():
+                     "e": {"batch_tokens": 1024, "runtime": "generic"}}.items():
         p, pred, res = _exam(smollm2_fp32, tmp_path, name, **kw)
         assert pred == base_pred, name
         np.testing.assert_allclose(p, base_p, atol=1e-4)
         if name == "d":
-            assert res.stats.prefix_tokens_reused == 0
-    assert base.stats.prefix_tokens_reused > 0 and base.stats.forward == "packed" and base.stats.padded_tokens == 0
-    assert res.stats.forward == "transformers" and res.stats.prefix_tokens_reused > 0
+            assert res.stats["prefix_tokens_reused"] == 0
+    assert base.stats["prefix_tokens_reused"] > 0 and base.stats["forward"] == "packed"
+    assert base.stats["padded_tokens"] == 0 and base.provenance["runtime"] == "cpu"
+    assert res.stats["forward"] == "transformers" and res.stats["prefix_tokens_reused"] > 0
+    assert res.provenance["runtime"] == "generic"
 
 
 

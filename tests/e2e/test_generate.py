@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 from helpers import ALPACA_REF as REF
-from helpers import ROOT, lmboard, run_cli
-from lmboard.engine import generate_batched, render
+from helpers import ROOT, generate, lmboard, run_cli
 from lmboard.lm import GenerationSettings, GenRequest
+from lmboard.models.engine.genbase import render
 
 
 def alpaca_instructions(n, start=0):
@@ -32,12 +32,15 @@ def test_chat_template_and_system_prompt(smollm2_fp32):
 def test_continuous_and_static_greedy_equal_one_at_a_time(smollm2_fp32):
     reqs = [GenRequest(str(i), ({"role": "user", "content": t},)) for i, t in enumerate(alpaca_instructions(16))]
     s = GenerationSettings(max_new_tokens=24, do_sample=False)
-    continuous = {r.key: r for r in generate_batched(smollm2_fp32, reqs, s, batch_size=6)}
+    continuous = {r.key: r for r in generate(smollm2_fp32, reqs, s, batch_size=6)}
     assert {r.settings["max_batch"] for r in continuous.values()} == {6}  # 16 prompts through 6 slots
-    static = {r.key: r for r in generate_batched(smollm2_fp32, reqs, s, scheduler="static")}
+    static = {r.key: r for r in generate(smollm2_fp32, reqs, s, scheduler="static")}
     assert max(r.settings["batch_size"] for r in static.values()) == 16
-    single = {r.key: r for q in reqs for r in generate_batched(smollm2_fp32, [q], s, scheduler="static")}
-    for batched in (continuous, static):
+    single = {r.key: r for q in reqs for r in generate(smollm2_fp32, [q], s, scheduler="static")}
+    # the generic runtime (any architecture and device): transformers' own continuous batching
+    generic = {r.key: r for r in generate(smollm2_fp32, reqs, s, runtime="generic")}
+    assert {r.settings["scheduler"] for r in generic.values()} == {"transformers-continuous"}
+    for batched in (continuous, static, generic):
         same = sum(batched[k].output == single[k].output for k in single)
         assert same >= 0.95 * len(reqs), same
         for r in batched.values():
@@ -49,8 +52,8 @@ def test_continuous_and_static_greedy_equal_one_at_a_time(smollm2_fp32):
 def test_seeded_sampling_does_not_depend_on_batch_mates(smollm2_fp32):
     reqs = [GenRequest(str(i), ({"role": "user", "content": t},)) for i, t in enumerate(alpaca_instructions(6))]
     s = GenerationSettings(max_new_tokens=20, do_sample=True, temperature=0.9, top_p=0.95, seed=3)
-    together = {r.key: r.output for r in generate_batched(smollm2_fp32, reqs, s)}
-    alone = {r.key: r.output for q in reversed(reqs) for r in generate_batched(smollm2_fp32, [q], s)}
+    together = {r.key: r.output for r in smollm2_fp32.generate(reqs, s)}
+    alone = {r.key: r.output for q in reversed(reqs) for r in smollm2_fp32.generate([q], s)}
     assert together == alone
     assert len(set(together.values())) == len(reqs)
 
@@ -58,8 +61,9 @@ def test_seeded_sampling_does_not_depend_on_batch_mates(smollm2_fp32):
 def test_stop_strings_cut_the_answer(smollm2_fp32):
     reqs = [GenRequest("a", ({"role": "user", "content": "List three fruits, one per line."},))]
     s = GenerationSettings(max_new_tokens=60, do_sample=False, stop=("\n",))
-    (r,) = generate_batched(smollm2_fp32, reqs, s)
-    assert "\n" not in r.output and r.finish_reason == "stop" and r.output_tokens < 60
+    for runtime in ("cpu", "generic"):  # the generic runtime's transformers batching ignores stop strings: cut after
+        (r,) = generate(smollm2_fp32, reqs, s, runtime=runtime)
+        assert "\n" not in r.output and r.finish_reason == "stop" and r.output_tokens < 60, runtime
 
 
 def test_generate_bad_input(tmp_path):

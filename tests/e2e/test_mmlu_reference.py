@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 
 from helpers import MMLU
-from lmboard.engine import EngineSettings
 from lmboard.store import Store
 from lmboard.tasks.exam import ExamSettings
 from lmboard.tasks.exam_run import run_exam, sample_key
@@ -18,9 +17,9 @@ def dev_layout(tmp_path_factory):
     return make_dev_layout(tmp_path_factory.mktemp("mmlu_dev"))
 
 
-def _run(lm, data, shots, letter_token, tmp_path, **engine):
-    settings = ExamSettings("mmlu", data, ("anatomy",), 20, shots, letter_token, False, engine=EngineSettings(**engine))
-    return run_exam(MMLUTask(), lm, settings, Store(tmp_path / "db.sqlite"))
+def _run(lm, data, shots, letter_token, tmp_path, **runtime):
+    settings = ExamSettings("mmlu", data, ("anatomy",), 20, shots, letter_token, False)
+    return run_exam(MMLUTask(), lm.with_runtime(**runtime) if runtime else lm, settings, Store(tmp_path / "db.sqlite"))
 
 
 @pytest.mark.parametrize("shots", [0, 5])
@@ -71,7 +70,7 @@ def test_letter_tokens_on_smollm2_and_sentencepiece(smollm2_fp32, tiny_sp):
 
 
 def test_chat_form_renders_through_the_template(smollm2_fp32, tmp_path):
-    settings = ExamSettings("mmlu", MMLU, ("anatomy",), 3, 2, "spaced", True, engine=EngineSettings())
+    settings = ExamSettings("mmlu", MMLU, ("anatomy",), 3, 2, "spaced", True)
     res = run_exam(MMLUTask(), smollm2_fp32, settings, Store(tmp_path / "db"))
     assert res.provenance["prompt_format"] == "chat"
     # the letter opens the assistant turn: no space before it

@@ -67,7 +67,7 @@ def test_entry_point_backend_is_usable_by_name(installed_plugin, tmp_path):
     check_one_line_error(lmboard("generate", "--models", "echo:x,dtype=float32", "--prompts", str(tmp_path / "p.txt"),
                                  env=installed_plugin), "unknown option 'dtype'", "prefix")
     check_one_line_error(lmboard("eval", "echo:x", "--task", "mmlu", "--db", str(tmp_path / "db"), env=installed_plugin),
-                         "'logits' capability", "echo backend")
+                         "'score' capability", "echo backend")
     # without the package the backend is unknown
     check_one_line_error(lmboard("generate", "--models", "echo:x", "--prompts", str(tmp_path / "p.txt")),
                          "unknown model alias")

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from helpers import DATA, lmboard, run_cli
-from lmboard.engine import continuation_ids, label_logprobs, render
-from lmboard.lm import ModelSpec
+from lmboard.lm import ModelSpec, continuation_ids
+from lmboard.models.engine.continuations import label_logprobs
+from lmboard.models.engine.genbase import render
 from lmboard.models.hf import choose_dtype
 from lmboard.store import Store
 from lmboard.tasks.shopbench import ShopBenchSettings, mc_options
@@ -125,7 +126,7 @@ def test_bfloat16_close_answers_are_float32s(smollm2_fp32):
     those whose closest decision fell under the margin get float32's answer (verified in
     one teacher-forced float32 forward, float32 decoding on from its first other
     choice); the rest keep bfloat16's own."""
-    from lmboard.engine import GEN_RECHECK, generate_groups
+    from helpers import grouped
     from lmboard.models.registry import load_model
     from lmboard.models.spec import parse_model_spec
     from lmboard.tasks.routes import load_routes
@@ -137,10 +138,11 @@ def test_bfloat16_close_answers_are_float32s(smollm2_fp32):
         groups.setdefault(x.route, []).append(x)
     sets = [([route.request(str(x.row.index), x.fields) for x in rows], route.settings()) for route, rows in groups.items()]
     bf = load_model(parse_model_spec("smollm2,dtype=bfloat16"))
-    fp32 = {r.key: r.output for r in generate_groups(smollm2_fp32, sets)}
-    plain = {r.key: r.output for r in generate_groups(bf, sets, recheck=0.0)}
-    checked = {r.key: r for r in generate_groups(bf, sets, recheck=GEN_RECHECK)}
-    redone = {k for k, r in checked.items() if r.settings.get("recheck") == "float32"}
+    reqs, any_settings = grouped(sets), sets[0][1]
+    fp32 = {r.key: r.output for r in smollm2_fp32.generate(reqs, any_settings)}
+    plain = {r.key: r.output for r in bf.generate(reqs, any_settings)}
+    checked = {r.key: r for r in bf.generate(reqs, any_settings, exact=True)}  # the default margin
+    redone = {k for k, r in checked.items() if r.note == {"recheck": "float32"}}
     assert redone and set(checked) == set(fp32)
     assert {k: checked[k].output for k in redone} == {k: fp32[k] for k in redone}
     assert {k: r.output for k, r in checked.items() if k not in redone} == {k: plain[k] for k in checked if k not in redone}

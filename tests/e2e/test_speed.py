@@ -11,15 +11,15 @@ from helpers import lmboard, run_cli
 from lmboard.speed.local import SpeedSettings, measure_local, synthetic_prompts
 
 
-def test_synthetic_prompts_are_exact_and_deterministic(smollm2_tokenizer):
-    a = synthetic_prompts(smollm2_tokenizer, 100, 3, seed=1)
-    assert [len(r) for r in a] == [100, 100, 100] and a == synthetic_prompts(smollm2_tokenizer, 100, 3, seed=1)
+def test_synthetic_prompts_are_exact_and_deterministic(smollm2_fp32, smollm2_tokenizer):
+    a = synthetic_prompts(smollm2_fp32, 100, 3, seed=1)
+    assert [len(r) for r in a] == [100, 100, 100] and a == synthetic_prompts(smollm2_fp32, 100, 3, seed=1)
     assert not set(smollm2_tokenizer.all_special_ids) & {t for r in a for t in r}
 
 
 def independent_decode_rate(lm, batch, prompt_tokens, steps):
     """Time `steps` single-token forward steps on a KV cache, by hand."""
-    ids = torch.tensor(synthetic_prompts(lm.tokenizer, prompt_tokens, batch, 0))
+    ids = torch.tensor(synthetic_prompts(lm, prompt_tokens, batch, 0))
     with torch.inference_mode():
         out = lm.model(input_ids=ids, use_cache=True)
         cache, nxt = out.cache, out.logits[:, -1].argmax(-1, keepdim=True)
@@ -32,13 +32,13 @@ def independent_decode_rate(lm, batch, prompt_tokens, steps):
 
 def independent_engine_rate(lm, batch, prompt_tokens, steps):
     """The same, on lmboard's decoder (the continuous scheduler's steps), by hand."""
-    from lmboard.engine.decode import Decoder, DecodeWeights, SlotCache
-    from lmboard.engine.packed import packed_for
+    from lmboard.models.engine.decode import Decoder, DecodeWeights, SlotCache
+    from lmboard.models.engine.packed import packed_for
 
     pm, _ = packed_for(lm.model, lm.device)
     dec = Decoder(pm, DecodeWeights(pm, lm.model.get_output_embeddings()), SlotCache(pm, batch, prompt_tokens + steps + 1))
     with torch.inference_mode():
-        nxt = dec.greedy(dec.prefill(range(batch), synthetic_prompts(lm.tokenizer, prompt_tokens, batch, 0), None))
+        nxt = dec.greedy(dec.prefill(range(batch), synthetic_prompts(lm, prompt_tokens, batch, 0), None))
         t0 = time.perf_counter()
         for _ in range(steps):
             nxt = dec.greedy(dec.step(nxt))
@@ -47,8 +47,8 @@ def independent_engine_rate(lm, batch, prompt_tokens, steps):
 
 @pytest.mark.parametrize("batch,scheduler", [(1, "continuous"), (4, "continuous"), (4, "static")])
 def test_local_timings_are_consistent(smollm2_fp32, batch, scheduler):
-    s = SpeedSettings(prompt_tokens=64, new_tokens=32, batch_sizes=(batch,), warmup=1, repeats=3, scheduler=scheduler)
-    (row,) = measure_local(smollm2_fp32, s)
+    s = SpeedSettings(prompt_tokens=64, new_tokens=32, batch_sizes=(batch,), warmup=1, repeats=3)
+    (row,) = measure_local(smollm2_fp32.with_runtime(scheduler=scheduler), s)
     assert row["new_tokens"] == 32 and row["prompt_tokens"] == 64  # exact work (measure_local checks the count)
     # means, not medians: the median of each quantity may come from a different run
     ttft, tpot, lat = row["ttft_s"]["mean"], row["tpot_s"]["mean"], row["latency_s"]["mean"]

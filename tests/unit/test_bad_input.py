@@ -78,6 +78,6 @@ def test_subject_without_test_file(bad_data, tmp_path):
 def test_unknown_scheduler(tmp_path):
     (tmp_path / "p.txt").write_text("hi\n")
     check(lmboard("generate", "--models", "smollm2", "--prompts", str(tmp_path / "p.txt"), "--scheduler", "eager",
-                  "--db", str(tmp_path / "db")), "--scheduler must be one of continuous, static")
+                  "--db", str(tmp_path / "db")), "--scheduler: scheduler must be one of continuous, static")
     check(lmboard("speed", "smollm2", "--scheduler", "eager", "--db", str(tmp_path / "db")),
-          "--scheduler must be continuous or static")
+          "--scheduler: scheduler must be one of continuous, static")

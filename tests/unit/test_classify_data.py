@@ -44,6 +44,6 @@ def test_classification_against_an_endpoint_names_the_capability(tmp_path):
     is sent or loaded (the URL below has no server)."""
     r = run_cli("eval", "openai:m@http://127.0.0.1:9/v1", "--task", "classify", "--data", str(CSV),
                 "--text-column", "review", "--labels", "0=负面,1=正面", "--db", str(tmp_path / "db"))
-    check_one_line_error(r, "--task classify", "'logits' capability", "openai backend")
+    check_one_line_error(r, "--task classify", "'score' capability", "openai backend")
     r = run_cli("eval", "openai:m@http://127.0.0.1:9/v1", "--task", "mmlu", "--db", str(tmp_path / "db"))
-    check_one_line_error(r, "--task mmlu", "'logits' capability")
+    check_one_line_error(r, "--task mmlu", "'score' capability")

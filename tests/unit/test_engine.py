@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from helpers import MMLU
-from lmboard.engine import EngineSettings, ScoreHooks, ScoreItem, score_last
-from lmboard.engine.batching import InjectedOOM, pack
-from lmboard.engine.plan import PlanCounts, plan_groups
+from lmboard.models.engine.batching import InjectedOOM, pack
+from lmboard.models.engine.plan import PlanCounts, ScoreItem, plan_groups
+from lmboard.models.engine.scoring import EngineSettings, score_all
 from lmboard.tasks.exam import ExamSettings
 from lmboard.tasks.exam_run import build_prompts, sample_key
 from lmboard.tasks.mmlu import MMLU as MMLUTask
@@ -25,10 +25,7 @@ def real_items(lm, subjects=("anatomy", "astronomy"), shots=3, limit=12):
 
 
 def collect(lm, items, targets, lse=False, oom_guard=None, **engine):
-    got = {}
-    hooks = ScoreHooks(on_batch=got.update, oom_guard=oom_guard)
-    stats = score_last(lm, items, targets, EngineSettings(recheck_margin=0.0, **engine), hooks, lse=lse)
-    return got, stats
+    return score_all(lm, items, targets, EngineSettings(recheck_margin=0.0, **engine), oom_guard=oom_guard, lse=lse)
 
 
 def test_prefix_boundary_on_a_sentencepiece_tokenizer(tiny_sp):
@@ -80,7 +77,7 @@ def _tiny_model(kind: str):
 def test_packed_forward_equals_the_transformers_forward(kind):
     import torch
 
-    from lmboard.engine.packed import PackedModel, Segment, supports
+    from lmboard.models.engine.packed import PackedModel, Segment, supports
 
     model = _tiny_model(kind)
     assert supports(model, torch.device("cpu")) is None
@@ -107,14 +104,14 @@ def test_unsupported_architecture_runs_the_transformers_forward():
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from lmboard.engine.packed import supports
+    from lmboard.models.engine.packed import supports
 
     model = GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=1, n_head=2))
     assert supports(model, torch.device("cpu")) == "architecture gpt2"
 
 
 def test_pack_segments_budget_order_and_prefix_runs():
-    from lmboard.engine.plan import Segment, pack_segments
+    from lmboard.models.engine.plan import Segment, pack_segments
 
     segs = [Segment(ScoreItem(str(i), []), ref, [0] * n)
             for i, (ref, n) in enumerate([((0, 9), 30), ((0, 9), 30), ((1, 5), 50), ((0, 9), 10), (None, 70)])]
@@ -148,7 +145,7 @@ def test_out_of_memory_backs_off_and_gives_the_same_answers(tiny_sp):
 def test_prefixes_run_packed_together_and_back_off(tiny_sp, monkeypatch):
     """One prefix per review (classification): the prompts' caches are computed many per
     forward, split on out-of-memory, and give what the full prompts give."""
-    from lmboard.engine import kv, packed_runner
+    from lmboard.models.engine import kv, packed_runner
 
     calls = []
     for runner in (kv.HFRunner, packed_runner.PackedRunner):

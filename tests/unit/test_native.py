@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmboard.engine import native
-from lmboard.engine.generation import generate_batched
+from helpers import generate
 from lmboard.lm import GenerationSettings, GenRequest
+from lmboard.models.engine import native
 
 pytestmark = pytest.mark.skipif(native.decode_attention_kernel() is None, reason=f"no native kernel: {native.why_not()}")
 
@@ -54,9 +54,9 @@ def test_decoder_with_the_kernel_answers_as_with_torchs(sp_model_dir, monkeypatc
     lm = load_model(parse_model_spec(f"hf:{sp_model_dir},dtype={dtype}"))
     reqs = [GenRequest(f"p{i}", text="the room was clean " * (1 + i % 4) + str(i)) for i in range(6)]
     s = GenerationSettings(max_new_tokens=10, do_sample=False, raw=True, ignore_eos=True)
-    with_kernel = {r.key: r.output for r in generate_batched(lm, reqs, s, batch_size=4)}
+    with_kernel = {r.key: r.output for r in generate(lm, reqs, s, batch_size=4)}
     monkeypatch.setattr(native, "applies", lambda *a: False)
-    with_torch = {r.key: r.output for r in generate_batched(lm, reqs, s, batch_size=4)}
+    with_torch = {r.key: r.output for r in generate(lm, reqs, s, batch_size=4)}
     same = sum(with_kernel[k] == with_torch[k] for k in with_torch)
     # bfloat16: torch's kernel takes bfloat16 queries, so a near tie may flip; float32: the same answers
     assert same >= len(reqs) - (dtype == "bfloat16"), (with_kernel, with_torch)

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmboard.engine import native
-from lmboard.engine.packed import _rotate_half  # the float32 passes the kernel replaces
+from lmboard.models.engine import native
+from lmboard.models.engine.packed import _rotate_half  # the float32 passes the kernel replaces
 
 pytestmark = pytest.mark.skipif(native.elementwise_kernels() is None,
                                 reason=f"no fused kernels: {native.elementwise_why_not()}")
@@ -54,7 +54,7 @@ def test_silu_product_rounds_once():
 
 
 def test_packed_forward_with_them_is_close_to_torchs_passes(sp_model_dir):
-    from lmboard.engine.packed import PackedModel, Segment
+    from lmboard.models.engine.packed import PackedModel, Segment
     from lmboard.models.registry import load_model
     from lmboard.models.spec import parse_model_spec
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmboard.engine import native
+from lmboard.models.engine import native
 
 # any_width: the AVX2 build too, which the engine leaves off (not faster there) but must be exact
 pytestmark = pytest.mark.skipif(native.packed_attention_kernel(any_width=True) is None,
@@ -52,7 +52,7 @@ def test_kernel_matches_float64_and_ignores_other_rows(heads, kv_heads):
 
 
 def test_packed_forward_scores_as_with_torchs_kernel(tiny_sp, monkeypatch):
-    from lmboard.engine.packed import PackedModel, Segment
+    from lmboard.models.engine.packed import PackedModel, Segment
 
     real = native.packed_attention_kernel
     monkeypatch.setattr(native, "packed_attention_kernel", lambda any_width=False: real(any_width=True))

@@ -4,11 +4,11 @@ unpadded single-row run does."""
 
 import torch
 
-from lmboard.engine import generate_batched
-from lmboard.engine import generation as G
-from lmboard.engine.kv import prefix_kv
-from lmboard.engine.prefill import common_start, padded_cache
+from helpers import generate
 from lmboard.lm import GenerationSettings, GenRequest
+from lmboard.models.engine import generation as G
+from lmboard.models.engine.kv import prefix_kv
+from lmboard.models.engine.prefill import common_start, padded_cache
 
 
 def test_common_start_leaves_each_row_its_last_token():
@@ -38,8 +38,8 @@ def test_generation_from_the_padded_cache_answers_as_one_row_alone(tiny_sp, monk
     texts = ["Which planet is largest? Answer:", "Name a bone. Answer:", "Which of these is a star in the sky? Answer:"]
     reqs = [GenRequest(str(i), text=t) for i, t in enumerate(texts)]
     s = GenerationSettings(max_new_tokens=12, do_sample=False, raw=True, ignore_eos=True)
-    batched = {r.key: r.output for r in generate_batched(tiny_sp, reqs, s)}
-    alone = {r.key: r.output for q in reqs for r in generate_batched(tiny_sp, [q], s)}
+    batched = {r.key: r.output for r in generate(tiny_sp, reqs, s, scheduler="static")}
+    alone = {r.key: r.output for q in reqs for r in generate(tiny_sp, [q], s, scheduler="static")}
     assert batched == alone
     monkeypatch.setattr(G, "unpadded_applies", lambda *a: False)  # the padded prefill, for comparison
-    assert {r.key: r.output for r in generate_batched(tiny_sp, reqs, s)} == alone
+    assert {r.key: r.output for r in generate(tiny_sp, reqs, s, scheduler="static")} == alone

@@ -4,9 +4,8 @@ and the rule's pieces (gap error, calibration questions) by hand."""
 
 import pytest
 
-from lmboard.engine import EngineSettings, ScoreHooks, score_last
-from lmboard.engine.plan import Plan, Segment
-from lmboard.engine.recheck import (
+from lmboard.models.engine.plan import Plan, Segment
+from lmboard.models.engine.recheck import (
     CAL_EVERY,
     CAL_FIRST,
     GROUP,
@@ -16,6 +15,7 @@ from lmboard.engine.recheck import (
     pick_calibration,
     top_gap,
 )
+from lmboard.models.engine.scoring import EngineSettings, score_last
 from unit.test_engine import real_items
 
 
@@ -28,9 +28,18 @@ def tiny_bf16(sp_model_dir):
 
 
 def scored(lm, items, targets, margin):
+    """(final rows, rescored rows' (bf16 row, gap error, calibration?), counters with
+    ``provisional``: the rows handed on before their group was decided)."""
     got, checked, prov = {}, {}, {}
-    hooks = ScoreHooks(on_batch=got.update, on_checked=checked.update, on_provisional=prov.update)
-    stats = score_last(lm, items, targets, EngineSettings(batch_tokens=256, recheck_margin=margin), hooks)
+    run = score_last(lm, items, targets, EngineSettings(batch_tokens=256, recheck_margin=margin))
+    while True:
+        try:
+            handed = next(run)
+        except StopIteration as end:
+            stats = end.value
+            break
+        (got if handed.final else prov).update(handed.rows)
+        checked.update(handed.checked)
     stats.provisional = prov
     return got, checked, stats
 

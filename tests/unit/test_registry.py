@@ -30,8 +30,8 @@ def test_register_model_decorator_options_and_load():
     assert spec.options == DummyOptions(3)
     assert isinstance(load_model(spec), Dummy)
     assert backend_capabilities(spec) == {Capability.GENERATE}
-    with pytest.raises(UsageError, match="'logits' capability"):
-        require_backend(spec, Capability.LOGITS, "scoring")
+    with pytest.raises(UsageError, match="'score' capability"):
+        require_backend(spec, Capability.SCORE, "scoring")
 
 
 def test_entry_points_are_loaded_lazily_by_name_first(monkeypatch, tmp_path):

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-from lmboard.engine.batching import InjectedOOM
-from lmboard.engine.generation import generate_batched, generate_groups
-from lmboard.engine.packed import packed_for
-from lmboard.engine.sampling import SamplingConfig
-from lmboard.engine.scheduler import DecodeJob, SchedulerSettings, plan_slots, run_continuous
+from helpers import continuous, generate, grouped
 from lmboard.lm import GenerationSettings, GenRequest
+from lmboard.models.engine.batching import InjectedOOM
+from lmboard.models.engine.packed import packed_for
+from lmboard.models.engine.sampling import SamplingConfig
+from lmboard.models.engine.scheduler import DecodeJob, SchedulerSettings, plan_slots, run_continuous
 
 WORDS = "the answer is a question of time and the room was clean but the staff".split()
 
@@ -22,7 +22,7 @@ def prompts(n: int, start: int = 0) -> list[GenRequest]:
 
 
 def answers(lm, reqs, settings, **sched) -> dict:
-    return {r.key: r for r in generate_batched(lm, reqs, settings, sched=SchedulerSettings(**sched))}
+    return {r.key: r for r in continuous(lm, [(reqs, settings)], SchedulerSettings(**sched))}
 
 
 GREEDY = GenerationSettings(max_new_tokens=12, do_sample=False, raw=True, ignore_eos=True)
@@ -31,8 +31,8 @@ GREEDY = GenerationSettings(max_new_tokens=12, do_sample=False, raw=True, ignore
 def test_continuous_matches_one_at_a_time_and_static(tiny_sp):
     reqs = prompts(7)
     together = answers(tiny_sp, reqs, GREEDY, max_batch=3)
-    alone = {r.key: next(iter(generate_batched(tiny_sp, [r], GREEDY))) for r in reqs}
-    static = {r.key: r for r in generate_batched(tiny_sp, reqs, GREEDY, scheduler="static")}
+    alone = {r.key: next(iter(tiny_sp.generate([r], GREEDY))) for r in reqs}
+    static = {r.key: r for r in generate(tiny_sp, reqs, GREEDY, scheduler="static")}
     assert {k: r.output for k, r in together.items()} == {k: r.output for k, r in alone.items()}
     assert {k: r.output for k, r in together.items()} == {k: r.output for k, r in static.items()}
     assert all(r.output_tokens == 12 and r.finish_reason == "length" for r in together.values())
@@ -134,14 +134,14 @@ def test_groups_in_one_job_answer_as_each_group_alone(tiny_sp):
     sampled = GenerationSettings(max_new_tokens=5, do_sample=True, temperature=1.2, seed=3, raw=True, ignore_eos=True)
     c = prompts(2, start=30)
     sets = [(a, short), (b, long), (c, sampled)]
-    together = {r.key: r for r in generate_groups(tiny_sp, sets)}
-    apart = {r.key: r for reqs, st in sets for r in generate_batched(tiny_sp, reqs, st)}
+    together = {r.key: r for r in tiny_sp.generate(grouped(sets), short)}
+    apart = {r.key: r for reqs, st in sets for r in tiny_sp.generate(reqs, st)}
     assert {k: r.output for k, r in together.items()} == {k: r.output for k, r in apart.items()}
     assert all(together[r.key].output_tokens == 3 for r in a)
     assert together["b1"].finish_reason == "stop" and stop not in together["b1"].output
     assert {k for k, r in together.items() if r.finish_reason == "length"} >= {r.key for r in a}
     assert set(together) == {r.key for reqs, _ in sets for r in reqs}
-    skipped = {r.key for r in generate_groups(tiny_sp, sets, skip=lambda k: k.startswith("a"))}
+    skipped = {r.key for r in tiny_sp.generate(grouped(sets), short, skip=lambda k: k.startswith("a"))}
     assert skipped == {r.key for r in b + c}
 
 
@@ -154,13 +154,13 @@ def test_close_greedy_answers_are_decoded_again_in_float32(sp_model_dir, tiny_sp
     bf = load_model(parse_model_spec(f"hf:{sp_model_dir},dtype=bfloat16"))
     reqs = prompts(10)
     st = GenerationSettings(max_new_tokens=10, do_sample=False, raw=True, ignore_eos=True)
-    fp32 = {r.key: r.output for r in generate_batched(tiny_sp, reqs, st)}
-    plain = {r.key: r for r in generate_groups(bf, [(reqs, st)], recheck=0.0)}
-    assert not any("recheck" in r.settings for r in plain.values())
+    fp32 = {r.key: r.output for r in tiny_sp.generate(reqs, st)}
+    plain = {r.key: r for r in bf.generate(reqs, st)}  # not exact: no recheck
+    assert not any("recheck" in r.settings or r.note for r in plain.values())
     assert {k: r.output for k, r in plain.items()} != fp32  # a random model's logits nearly tie: bfloat16 moves some
-    every = {r.key: r for r in generate_groups(bf, [(reqs, st)], recheck=1e9)}
+    every = {r.key: r for r in generate(bf, reqs, st, exact=True, recheck=1e9)}
     assert {k: r.output for k, r in every.items()} == fp32
-    assert all(r.settings["recheck"] == "float32" for r in every.values())
+    assert all(r.settings["recheck"] == "float32" and r.note == {"recheck": "float32"} for r in every.values())
     # a margin in between: exactly the answers whose closest call fell under it are redone
     pm, _ = packed_for(bf.model, bf.device)
     ids = [bf.encode(r.text) for r in reqs]
@@ -168,14 +168,14 @@ def test_close_greedy_answers_are_decoded_again_in_float32(sp_model_dir, tiny_sp
     gaps = {reqs[f.index].key: f.closest
             for f in run_continuous(pm, bf.model.get_output_embeddings(), job, SchedulerSettings())}
     margin = sorted(gaps.values())[len(gaps) // 2]
-    some = {r.key: r for r in generate_groups(bf, [(reqs, st)], recheck=margin)}
+    some = {r.key: r for r in generate(bf, reqs, st, exact=True, recheck=margin)}
     redone = {k for k, r in some.items() if r.settings.get("recheck") == "float32"}
     assert redone == {k for k, g in gaps.items() if g < margin}
     assert all(some[k].output == (fp32[k] if k in redone else plain[k].output) for k in gaps)
 
 
 def test_prompt_lookup_draft():
-    from lmboard.engine.scheduler import lookup_draft
+    from lmboard.models.engine.scheduler import lookup_draft
 
     ctx = [5, 6, 7, 8, 9, 1, 5, 6, 7]
     assert lookup_draft(ctx, 3) == [8, 9, 1]  # the 3-gram 5 6 7 seen before: what followed it

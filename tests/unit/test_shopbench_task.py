@@ -169,7 +169,7 @@ def test_bad_input_is_one_line(small, tmp_path):
     check_one_line_error(ev("--data", str(data), "--responses", str(part)), "no response for 4 of 5 rows", "row 1")
     check_one_line_error(ev("--data", str(data), "--tasks", "t9", "--responses", str(resp)), "no task 't9'")
     check_one_line_error(ev("--data", str(data), "--parse", "strict"), "--parse")
-    check_one_line_error(ev("--data", str(data), "--mc-by", "loglik"), "'logits' capability")
+    check_one_line_error(ev("--data", str(data), "--mc-by", "loglik"), "'score' capability")
     check_one_line_error(ev("--data", str(data), "--shots", "3"), "--shots does not apply")
     check_one_line_error(ev("--data", str(data), "--responses", str(resp), "--embedder", "rougel=/x"), "not an embedding")
     ml = write_jsonl(tmp_path / "ml.json", [row("Say", "x", ttype="generation", metric="multilingual-sent-transformer")])

@@ -6,8 +6,8 @@ from __future__ import annotations
 import weakref
 from collections.abc import Sequence
 
-from lmboard.engine.packed import PackedModel, PrefixKV, Segment
-from lmboard.lm import LocalLM
+from lmboard.models.engine.local import LocalLM
+from lmboard.models.engine.packed import PackedModel, PrefixKV, Segment
 
 
 class PackedRunner:
@@ -35,7 +35,7 @@ class PackedRunner:
         return cache.sliced(n)
 
     def score(self, segs: Sequence[tuple[PrefixKV | None, list[int]]], targets, lse: bool = False):
-        from lmboard.engine.kv import target_logits_on
+        from lmboard.models.engine.kv import target_logits_on
 
         h, _ = self.pm.forward([Segment(ids, pre) for pre, ids in segs])
         return target_logits_on(self.lm, self.pm.head_w, self.pm.head_b, h, targets, lse)

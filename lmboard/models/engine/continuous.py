@@ -13,20 +13,18 @@ from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
-from lmboard.engine.genbase import effective_settings, finish_answer, generation_config, render, stop_check
-from lmboard.engine.packed_runner import float32_twin
-from lmboard.engine.sampling import SamplingConfig
-from lmboard.engine.scheduler import DecodeJob, SchedulerSettings, run_continuous, verify_greedy
-from lmboard.lm import GenerationSettings, GenRequest, GenResult, LocalLM
-
-
-def generate_continuous(lm: LocalLM, pm: Any, requests: Sequence[GenRequest], settings: GenerationSettings,
-                        skip: Callable[[str], bool] | None, sched: SchedulerSettings) -> Iterator[GenResult]:
-    """The requests not skipped, answered by the continuous-batching scheduler, each
-    yielded the moment it ends. An answer depends on its prompt (and the seed), not on
-    the other prompts in flight."""
-    yield from continuous_groups(lm, pm, [(requests, settings)], skip, sched)
-
+from lmboard.lm import GenerationSettings, GenRequest, GenResult
+from lmboard.models.engine.genbase import (
+    effective_settings,
+    finish_answer,
+    generation_config,
+    render,
+    stop_check,
+)
+from lmboard.models.engine.local import LocalLM
+from lmboard.models.engine.packed_runner import float32_twin
+from lmboard.models.engine.sampling import SamplingConfig
+from lmboard.models.engine.scheduler import DecodeJob, SchedulerSettings, run_continuous, verify_greedy
 
 # The default margin of a greedy answer's float32 recheck (``generate_groups``), in
 # logits between its two best tokens at its closest decision. Measured on SmolLM2 and
@@ -130,5 +128,6 @@ def _result(lm: LocalLM, item: tuple, f: Any, cfg: SamplingConfig, gcs: list, gr
     out, n, finish = finish_answer(lm, f.tokens, set(cfg.eos), st)
     extra = {"recheck": "float32", "recheck_margin": rechecked} if rechecked is not None else {}
     return GenResult(req.key, out, text, len(ids), n, f.latency_s, finish,
-                     {**effective_settings(gcs[g], st), "scheduler": "continuous", "max_batch": f.slots, **extra})
+                     {**effective_settings(gcs[g], st), "scheduler": "continuous", "max_batch": f.slots, **extra},
+                     note={"recheck": "float32"} if rechecked is not None else None)
 

@@ -28,7 +28,9 @@ BOUNDARY_SLACK = 8  # ids a prefix may lose at its end to a merge (or an appende
 class ScoreItem:
     key: str
     ids: list[int]  # the full prompt's token ids
-    prefix: str = ""  # items with the same prefix text share its KV cache
+    # items with the same prefix share its KV cache: its text (its ids found with the
+    # real tokenizer), or its ids themselves
+    prefix: str | tuple[int, ...] = ""
 
 
 @dataclass
@@ -77,7 +79,7 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
 def plan_groups(encode: Callable[[str], list[int]], items: Sequence[ScoreItem], reuse: bool,
                 counts: PlanCounts) -> list[Group]:
     """Group items by prefix and find, with the real tokenizer, how much each shares."""
-    by_prefix: dict[str, list[ScoreItem]] = {}
+    by_prefix: dict[str | tuple[int, ...], list[ScoreItem]] = {}
     for it in items:
         by_prefix.setdefault(it.prefix if reuse else "", []).append(it)
     groups: list[Group] = []
@@ -86,7 +88,7 @@ def plan_groups(encode: Callable[[str], list[int]], items: Sequence[ScoreItem], 
         if not prefix:
             loose.extend(members)
             continue
-        pids = encode(prefix)
+        pids = list(prefix) if isinstance(prefix, tuple) else encode(prefix)
         lcps = [common_prefix_len(m.ids, pids) for m in members]
         enough = max(1, len(pids) - BOUNDARY_SLACK)
         keep = [(m, n) for m, n in zip(members, lcps, strict=True) if n >= enough]

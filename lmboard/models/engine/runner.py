@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from lmboard.lm import LocalLM
+from lmboard.models.engine.local import LocalLM
 
 Cache = Any  # a runner's own prefix cache type (PrefixKV, or per-layer (key, value) tensors)
 # (cache it grows from or None, tokens of that cache kept, the new ids)
@@ -40,9 +40,9 @@ class Runner(Protocol):
 
 def make_runner(lm: LocalLM, packed: bool) -> tuple[Runner, str, str | None]:
     """(runner, "packed" or "transformers", why the packed forward is off or None)."""
-    from lmboard.engine.kv import HFRunner
-    from lmboard.engine.packed import packed_for
-    from lmboard.engine.packed_runner import PackedRunner
+    from lmboard.models.engine.kv import HFRunner
+    from lmboard.models.engine.packed import packed_for
+    from lmboard.models.engine.packed_runner import PackedRunner
 
     why = "off by request"
     if packed:

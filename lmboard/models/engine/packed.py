@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lmboard.engine import native
-from lmboard.engine.arch import has_sliding_window, text_config
+from lmboard.models.engine import native
+from lmboard.models.engine.arch import has_sliding_window, text_config
 
 SUPPORTED = ("llama", "mistral", "qwen2")
 _PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (PackedModel or None, why not)

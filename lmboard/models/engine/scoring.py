@@ -17,19 +17,19 @@ runner.py (the forward: packed or transformers), recheck.py (close calls in floa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from lmboard.engine.arch import has_sliding_window, text_config
-from lmboard.engine.batching import auto_budget, run_with_backoff
-from lmboard.engine.plan import ScoreItem, make_plan
-from lmboard.engine.prefix_cache import PrefixCaches
-from lmboard.engine.recheck import Decided, Recheck
-from lmboard.engine.runner import make_runner
-from lmboard.engine.stats import Budget, EngineStats
 from lmboard.faults import fault
-from lmboard.lm import LocalLM
+from lmboard.models.engine.arch import has_sliding_window, text_config
+from lmboard.models.engine.batching import auto_budget, run_with_backoff
+from lmboard.models.engine.local import LocalLM
+from lmboard.models.engine.plan import ScoreItem, make_plan
+from lmboard.models.engine.prefix_cache import PrefixCaches
+from lmboard.models.engine.recheck import Decided, Recheck
+from lmboard.models.engine.runner import make_runner
+from lmboard.models.engine.stats import Budget, EngineStats
 
 Rows = list[tuple[str, list[float]]]
 
@@ -48,20 +48,21 @@ class EngineSettings:
     recheck_margin: float | None = None
 
 
-@dataclass(frozen=True)
-class ScoreHooks:
-    """The caller's side of a run: what to skip, where results go, progress, test limits."""
+Stored = Callable[[str], tuple[list[float] | None, float | None]]
 
-    skip: Callable[[str], bool] = lambda key: False  # stored (final or pending): batches of only these do not run
-    # what a killed run stored of a key: (its provisional row, None) if pending; (its bfloat16
-    # row, its gap error) if rescored in float32; else (None, None)
-    stored: Callable[[str], tuple[list[float] | None, float | None]] = lambda key: (None, None)
-    on_batch: Callable[[Rows], None] | None = None  # final rows, as soon as they are
-    on_provisional: Callable[[Rows], None] | None = None  # rows awaiting their group's recheck (store as pending)
-    # rescored rows, just before they are handed on as final: key -> (bf16 row, gap error, calibration?)
-    on_checked: Callable[[dict[str, tuple[list[float], float, bool]]], None] | None = None
-    progress: Callable[[int], None] | None = None
-    oom_guard: Callable[[int], None] | None = None  # tests inject a memory limit (tokens -> raise)
+
+@dataclass
+class Handed:
+    """Rows the engine hands on: final, or provisional (awaiting their group's recheck);
+    for rows rescored in float32, key -> (their bfloat16 row, gap error, calibration?)."""
+
+    rows: Rows
+    final: bool = True
+    checked: dict[str, tuple[list[float], float, bool]] = field(default_factory=dict)
+
+
+def _nothing_stored(key: str) -> tuple[None, None]:
+    return None, None
 
 
 def default_budget(lm: LocalLM) -> int:
@@ -74,7 +75,7 @@ class _Run:
     """One scoring run's state: the plan, the caches, the recheck and the counters."""
 
     def __init__(self, lm: LocalLM, items: Sequence[ScoreItem], target_ids: Sequence[int],
-                 engine: EngineSettings, hooks: ScoreHooks, lse: bool):
+                 engine: EngineSettings, stored: Stored, oom_guard: Callable[[int], None] | None, lse: bool):
         import torch
 
         self.stats = s = EngineStats(items=len(items), prefix_reuse=engine.prefix_reuse)
@@ -93,32 +94,27 @@ class _Run:
         s.boundary_trimmed, s.fallbacks = self.plan.counts.boundary_trimmed, self.plan.counts.fallbacks
         s.prefix_groups = sum(1 for g in self.plan.groups if g.shared)
         # with a recheck, prefixes are computed once by the float32 model and serve both passes
-        self.caches = PrefixCaches(self.plan, checker or self.runner, self.budget, s, hooks.oom_guard,
+        self.caches = PrefixCaches(self.plan, checker or self.runner, self.budget, s, oom_guard,
                                    float32_twin=checker is not None)
         self.recheck = (Recheck(checker, engine.recheck_margin, self.plan, self.caches, self.targets, self.budget,
-                                s, self.decided, hooks.stored) if checker else None)
-        self.hooks, self.lse = hooks, lse
+                                s, stored) if checker else None)
+        self.oom_guard, self.lse = oom_guard, lse
+        self.out: list[Handed] = []  # rows scored, not handed on yet
 
-    def emit(self, idx: list[int], logits: Any) -> None:
-        self._hand_on(idx, logits, range(len(idx)), self.hooks.on_batch)
+    def _rows(self, idx: list[int], logits: Any) -> Rows:
+        return [(self.plan.segs[i].item.key, logits[r].tolist()) for r, i in enumerate(idx)]
 
-    def decided(self, d: Decided) -> None:
-        if d.checked and self.hooks.on_checked:
-            self.hooks.on_checked(d.checked)
-        if self.hooks.on_batch is not None and d.idx:
-            self.hooks.on_batch([(self.plan.segs[i].item.key, row) for i, row in zip(d.idx, d.logits, strict=True)])
-
-    def _hand_on(self, idx: list[int], logits: Any, rows, to: Callable[[Rows], None] | None) -> None:
-        if to is not None and rows:
-            to([(self.plan.segs[idx[r]].item.key, logits[r].tolist()) for r in rows])
+    def decided(self, d: Decided) -> Handed:
+        return Handed([(self.plan.segs[i].item.key, row) for i, row in zip(d.idx, d.logits, strict=True)],
+                      True, d.checked)
 
     def run(self, bi: int, idx: list[int], views: dict) -> None:
         """Score the segments ``idx`` (a batch, or half of one after an out-of-memory)."""
         segs, s = self.plan.segs, self.stats
         lens = [len(segs[i].ids) for i in idx]
         n = len(idx) * max(lens) if self.runner.one_prefix_per_batch else sum(lens)
-        if self.hooks.oom_guard:
-            self.hooks.oom_guard(n)
+        if self.oom_guard:
+            self.oom_guard(n)
         logits = self.runner.score([(views[segs[i].ref] if segs[i].ref is not None else None, segs[i].ids)
                                     for i in idx], self.targets, self.lse)
         s.batches += 1
@@ -126,43 +122,55 @@ class _Run:
         s.padded_tokens += n - sum(lens)
         s.prefix_tokens_reused += sum(len(segs[i].item.ids) - len(segs[i].ids) for i in idx)
         fault("engine.batch")
-        if self.recheck is None:
-            self.emit(idx, logits)
-        else:  # provisional now; final when the group's recheck has decided
+        if self.recheck is not None:  # provisional now; final when the group's recheck has decided
             self.recheck.provisional(idx, logits)
-            self._hand_on(idx, logits, range(len(idx)), self.hooks.on_provisional)
-        if self.hooks.progress:
-            self.hooks.progress(len(idx))
+        self.out.append(Handed(self._rows(idx, logits), self.recheck is None))
 
-    def batch(self, bi: int, batch: list[int]) -> None:
+    def batch(self, bi: int, batch: list[int], skip: Callable[[str], bool]) -> Generator[Handed]:
         keys = [self.plan.segs[i].item.key for i in batch]
         rc = self.recheck
-        if all(map(self.hooks.skip, keys)):  # stored by an earlier run: at most its group's recheck is left
-            if self.hooks.progress:
-                self.hooks.progress(len(batch))
-        else:
+        if not all(map(skip, keys)):  # else stored by an earlier run: at most its group's recheck is left
             views = self.caches.views(batch)
             run_with_backoff(batch, lambda idx: self.run(bi, idx, views), on_oom=self.budget.halve)
+            yield from self.out
+            self.out.clear()
         if rc is not None:
-            rc.after_batch(bi)
+            yield from map(self.decided, rc.after_batch(bi))
         self.caches.release(bi, rc.waiting() if rc is not None else set())
 
 
 def score_last(lm: LocalLM, items: Sequence[ScoreItem], target_ids: Sequence[int],
-               engine: EngineSettings = EngineSettings(recheck_margin=0.0), hooks: ScoreHooks = ScoreHooks(),
-               lse: bool = False) -> EngineStats:
-    """Logits of ``target_ids`` at each item's last position, to ``hooks.on_batch``.
+               engine: EngineSettings = EngineSettings(recheck_margin=0.0),
+               skip: Callable[[str], bool] = lambda key: False, stored: Stored = _nothing_stored,
+               oom_guard: Callable[[int], None] | None = None, lse: bool = False) -> Generator[Handed, None, EngineStats]:
+    """Logits of ``target_ids`` at each item's last position, handed on as they are made.
 
     Batch composition depends only on the items and the budget, so a resumed run (whose
-    stored items ``hooks.skip``) computes exactly what the interrupted one would have;
-    rows stored as provisional (``hooks.stored``) are only decided and rechecked.
-    ``lse``: each row ends with one more column, the log-sum-exp over the whole
-    vocabulary (log-probabilities of the targets are their logits minus it).
+    stored items ``skip``) computes exactly what the interrupted one would have; rows
+    stored as provisional are only decided and rechecked (``stored``: a pending row's
+    logits, or a rescored row's bfloat16 logits and gap error). ``oom_guard``: tests
+    inject a memory limit (tokens -> raise). ``lse``: each row ends with one more column,
+    the log-sum-exp over the whole vocabulary (log-probabilities of the targets are their
+    logits minus it). Returns the engine's counters.
     """
     import torch
 
-    run = _Run(lm, items, target_ids, engine, hooks, lse)
+    run = _Run(lm, items, target_ids, engine, stored, oom_guard, lse)
     with torch.inference_mode():
         for bi, batch in enumerate(run.plan.batches):
-            run.batch(bi, batch)
+            yield from run.batch(bi, batch, skip)
     return run.stats
+
+
+def score_all(lm: LocalLM, items: Sequence[ScoreItem], target_ids: Sequence[int],
+              engine: EngineSettings = EngineSettings(recheck_margin=0.0), **kw: Any) -> tuple[dict, EngineStats]:
+    """``score_last`` run to the end: (key -> final row, counters)."""
+    rows: dict[str, list[float]] = {}
+    gen = score_last(lm, items, target_ids, engine, **kw)
+    while True:
+        try:
+            handed = next(gen)
+        except StopIteration as done:
+            return rows, done.value
+        if handed.final:
+            rows.update(handed.rows)

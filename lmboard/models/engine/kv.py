@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from lmboard.engine import transformers_api
-from lmboard.engine.arch import final_softcap, text_config
-from lmboard.engine.prefix_attention import prefix_attention_enabled, shared_prefix
-from lmboard.lm import LocalLM
+from lmboard.models.engine import transformers_api
+from lmboard.models.engine.arch import final_softcap, text_config
+from lmboard.models.engine.local import LocalLM
+from lmboard.models.engine.prefix_attention import prefix_attention_enabled, shared_prefix
 
 KV = list[tuple[Any, Any]]  # per layer (keys, values), each (1, kv_heads, length, head_dim)
 
@@ -76,8 +76,9 @@ def target_logits(lm: LocalLM, h, targets, lse: bool = False):
     """Logits of the ``targets`` columns only, computed in float32 whatever the model's
     dtype: a bfloat16 logit keeps 8 bits of mantissa (steps of 0.06 near 10), enough to
     flip close answers; the few target rows of the head cost nothing in float32.
-    ``lse``: one more column, the log-sum-exp over the whole vocabulary (so that a
-    target's log-probability is its logit minus it), from the full head in float32."""
+    ``lse``: two more columns, the log-sum-exp over the whole vocabulary (so that a
+    target's log-probability is its logit minus it) and the largest logit (a target
+    equal to it is the greedy choice), from the full head in float32."""
 
     head = lm.model.get_output_embeddings()
     return target_logits_on(lm, head.weight, getattr(head, "bias", None), h, targets, lse)
@@ -93,7 +94,8 @@ def target_logits_on(lm: LocalLM, weight, bias, h, targets, lse: bool = False):
         logits = logits + (bias if lse else bias[targets]).float()
     logits = _softcap(lm, logits)
     if lse:
-        logits = torch.cat([logits[:, targets], torch.logsumexp(logits, dim=-1, keepdim=True)], dim=-1)
+        logits = torch.cat([logits[:, targets], torch.logsumexp(logits, dim=-1, keepdim=True),
+                            logits.max(dim=-1, keepdim=True).values], dim=-1)
     return logits
 
 

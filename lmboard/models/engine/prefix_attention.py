@@ -21,8 +21,8 @@ import weakref
 from contextlib import contextmanager
 from typing import Any
 
-from lmboard.engine import transformers_api
-from lmboard.engine.arch import attention_softcap, has_sliding_window, text_config
+from lmboard.models.engine import transformers_api
+from lmboard.models.engine.arch import attention_softcap, has_sliding_window, text_config
 
 NAME = "lmboard_prefix"
 _state = threading.local()

@@ -28,12 +28,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmboard.engine.batching import is_oom
-from lmboard.engine.decode import Decoder, DecodeWeights, SlotCache, cache_bytes_per_token
-from lmboard.engine.packed import PackedModel, PrefixKV, Segment
-from lmboard.engine.plan import MIN_SHARED, common_prefix_len, in_order
-from lmboard.engine.prefill import common_start
-from lmboard.engine.sampling import SamplingConfig, choose, new_generator, process
+from lmboard.models.engine.batching import is_oom
+from lmboard.models.engine.decode import Decoder, DecodeWeights, SlotCache, cache_bytes_per_token
+from lmboard.models.engine.packed import PackedModel, PrefixKV, Segment
+from lmboard.models.engine.plan import MIN_SHARED, common_prefix_len, in_order
+from lmboard.models.engine.prefill import common_start
+from lmboard.models.engine.sampling import SamplingConfig, choose, new_generator, process
 
 CPU_MAX_SLOTS = 128
 # Speculative decoding at the tail of a job. With a few sequences in flight a decode

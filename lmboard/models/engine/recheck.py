@@ -30,15 +30,15 @@ an uninterrupted one would have.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from lmboard.engine.plan import Plan, pack_segments
-from lmboard.engine.prefix_cache import PrefixCaches
-from lmboard.engine.runner import Runner
-from lmboard.engine.stats import Budget, EngineStats
 from lmboard.faults import fault
+from lmboard.models.engine.plan import Plan, pack_segments
+from lmboard.models.engine.prefix_cache import PrefixCaches
+from lmboard.models.engine.runner import Runner
+from lmboard.models.engine.stats import Budget, EngineStats
 
 GROUP = 8  # batches decided (and rechecked) together
 SAFETY = 2.0  # the margin is this many times the largest gap error measured
@@ -68,10 +68,9 @@ class Decided:
 
 class Recheck:
     def __init__(self, checker: Runner, margin: float | None, plan: Plan, caches: PrefixCaches, targets: Any,
-                 budget: Budget, stats: EngineStats, emit: Callable[[Decided], None],
-                 stored: Callable[[str], tuple[list[float] | None, float | None]]):
+                 budget: Budget, stats: EngineStats, stored: Callable[[str], tuple[list[float] | None, float | None]]):
         self.checker, self.fixed, self.plan, self.caches = checker, margin, plan, caches
-        self.targets, self.budget, self.stats, self.emit, self.stored = targets, budget, stats, emit, stored
+        self.targets, self.budget, self.stats, self.stored = targets, budget, stats, stored
         self.rows: dict[int, list[float]] = {}  # segment -> its reduced-precision row, awaiting its group
         self.bound = 0.0  # the largest gap error measured so far
         counts = calibration_counts(plan)  # per group of batches; none with a fixed margin
@@ -87,11 +86,12 @@ class Recheck:
         segs = self.plan.segs
         return {segs[i].ref[0] for i in self.rows if segs[i].ref is not None}
 
-    def after_batch(self, bi: int) -> None:
+    def after_batch(self, bi: int) -> Generator[Decided]:
+        """The group's decisions, handed on as they are made, when ``bi`` ends a group."""
         if (bi + 1) % GROUP == 0 or bi == len(self.plan.batches) - 1:
-            self._decide(bi // GROUP, [i for b in self.plan.batches[bi - bi % GROUP: bi + 1] for i in b])
+            yield from self._decide(bi // GROUP, [i for b in self.plan.batches[bi - bi % GROUP: bi + 1] for i in b])
 
-    def _decide(self, g: int, group: list[int]) -> None:
+    def _decide(self, g: int, group: list[int]) -> Generator[Decided]:
         """Calibrate, then rescore the close calls, of one group; hand every row on as final."""
         keys = [self.plan.segs[i].item.key for i in group]
         known = {i: self.stored(k) for i, k in zip(group, keys, strict=True)}
@@ -103,20 +103,20 @@ class Recheck:
         bf16 = {i: self.rows[i] if i in self.rows else known[i][0] for i in group}
         chosen = pick_calibration(group, bf16, self.cal_count[g])
         cal = [i for i in todo if i in chosen]
-        cal_err = self._rescore(cal, calibrating=True)
+        cal_err = yield from self._rescore(cal, calibrating=True)
         margin = self.fixed if self.fixed is not None else SAFETY * max(
             [self.bound, *cal_err, *(known[i][1] for i in group if i in chosen and known[i][1] is not None)])
         close = [i for i in todo if i not in chosen and top_gap(self.rows[i]) < margin]
-        close_err = self._rescore(close, calibrating=False)
+        close_err = yield from self._rescore(close, calibrating=False)
         rest = [i for i in todo if i in self.rows]
         if rest:
-            self.emit(Decided(rest, [self.rows.pop(i) for i in rest], {}))
+            yield Decided(rest, [self.rows.pop(i) for i in rest], {})
         self.bound = max([self.bound, *errors, *cal_err, *close_err])
         self.stats.recheck_bound = self.bound
         self.stats.recheck_margin = margin
 
-    def _rescore(self, idx: list[int], calibrating: bool) -> list[float]:
-        """Float32 rows of ``idx``, handed on as final; their gap errors."""
+    def _rescore(self, idx: list[int], calibrating: bool) -> Generator[Decided, None, list[float]]:
+        """Float32 rows of ``idx``, handed on as final; returns their gap errors."""
         segs = self.plan.segs
         errs: list[float] = []
         for chunk in pack_segments([segs[i] for i in idx], self.budget.tokens, False):
@@ -134,7 +134,7 @@ class Recheck:
                 b = self.rows.pop(i)
                 errs.append(gap_error(b, f))
                 checked[segs[i].item.key] = (b, errs[-1], calibrating)
-            self.emit(Decided(sub, rows, checked))
+            yield Decided(sub, rows, checked)
         return errs
 
 

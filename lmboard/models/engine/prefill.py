@@ -16,14 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from lmboard.engine import transformers_api
-from lmboard.engine.arch import has_sliding_window, text_config
-from lmboard.engine.kv import KV, extend_kv, prefix_kv
-from lmboard.engine.packed import packed_for
-from lmboard.engine.packed_runner import PackedRunner
-from lmboard.engine.plan import in_order
-from lmboard.engine.scoring import default_budget
-from lmboard.lm import LocalLM
+from lmboard.models.engine import transformers_api
+from lmboard.models.engine.arch import has_sliding_window, text_config
+from lmboard.models.engine.kv import KV, extend_kv, prefix_kv
+from lmboard.models.engine.local import LocalLM
+from lmboard.models.engine.packed import packed_for
+from lmboard.models.engine.packed_runner import PackedRunner
+from lmboard.models.engine.plan import in_order
+from lmboard.models.engine.scoring import default_budget
 
 
 def applies(lm: LocalLM, rows: Sequence[Sequence[int]]) -> bool:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from lmboard.lm import GenerationSettings, GenRequest, LocalLM
+from lmboard.lm import GenerationSettings, GenRequest
+from lmboard.models.engine.local import LocalLM
 
 
 def render(lm: LocalLM, req: GenRequest, settings: GenerationSettings) -> tuple[str, bool]:

@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lmboard.engine import native
-from lmboard.engine.packed import PackedModel, PrefixKV, Segment, _flash
+from lmboard.models.engine import native
+from lmboard.models.engine.packed import PackedModel, PrefixKV, Segment, _flash
 
 Linear = Callable[[Any], Any]
 

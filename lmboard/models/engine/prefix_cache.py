@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lmboard.engine.batching import run_with_backoff
-from lmboard.engine.plan import Plan, in_order
-from lmboard.engine.runner import Cache, Runner
-from lmboard.engine.stats import Budget, EngineStats
+from lmboard.models.engine.batching import run_with_backoff
+from lmboard.models.engine.plan import Plan, in_order
+from lmboard.models.engine.runner import Cache, Runner
+from lmboard.models.engine.stats import Budget, EngineStats
 
 
 class PrefixCaches:
