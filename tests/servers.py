@@ -19,8 +19,8 @@ def free_port() -> int:
 
 def smollm2_folder(lm) -> Path:
     """The GGUF unpacked once as a LlamaForCausalLM folder (transformers serve cannot read the GGUF)."""
-    if lm.gguf_cache:
-        return Path(lm.gguf_cache)
+    if lm.loaded.gguf_cache:
+        return Path(lm.loaded.gguf_cache)
     raise RuntimeError("expected the GGUF unpack cache to hold a folder")
 
 

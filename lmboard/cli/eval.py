@@ -55,6 +55,8 @@ class Common:
     quiet: Annotated[bool, _opt("No progress bar or table", None, "--quiet", "-q")] = False
     threads: Annotated[int | None, _opt("CPU threads for the model (default: the cores this process may use)",
                                         None, "--threads")] = None
+    plugins: Annotated[list[Path] | None, _opt("Python files/folders registering backends or tasks", None,
+                                               "--plugins")] = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,10 @@ class RoutedFlags:
 @options.command(Common, Running, ExamFlags, ClassifyFlags, RoutedFlags)
 def eval_cmd(c: Common, r: Running, exam: ExamFlags, cls: ClassifyFlags, routed: RoutedFlags) -> None:
     """Score a model on an exam (MMLU, CMMLU, C-Eval), a classification task or a routed benchmark (ShopBench)."""
+    if c.plugins:
+        from lmboard.models.registry import load_plugin_paths
+
+        load_plugin_paths(c.plugins)
     kind = getattr(TASKS.get(c.task), "kind", "exam")
     check_positive(c.threads, "--threads")
     spec = model_spec(c.model, c.dtype, batch_tokens=_auto_int(r.batch_tokens, "--batch-tokens"),

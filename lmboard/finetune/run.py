@@ -19,7 +19,7 @@ from lmboard.finetune import provenance
 from lmboard.finetune.data import DataSpec, TrainData, load_train_data
 from lmboard.finetune.masking import Encoded, encode_examples
 from lmboard.finetune.train import StepLog, TrainJob, TrainSettings, run_training
-from lmboard.job import describe, family, run_id, run_key
+from lmboard.job import Identity, JobRun, family, run_id, run_key
 from lmboard.lm import TrainableLM
 from lmboard.store import Store
 from lmboard.text import template_hash
@@ -49,14 +49,15 @@ def prepare(lm: TrainableLM, job: FinetuneJob, data: TrainData | None = None) ->
     return data, encoded, counts
 
 
-def identity(lm: TrainableLM, job: FinetuneJob, data: TrainData) -> tuple[str, dict]:
+def identity(lm: TrainableLM, job: FinetuneJob, data: TrainData) -> Identity:
     d = job.data
     key = run_key(lm.spec, lm.info()["dtype"], data=data.data_hash, template=job.template, max_length=job.max_length,
                   columns=[d.prompt_column, d.response_column, d.instruction_column, d.messages_column,
                            d.text_column, d.label_column], classify=data.meta, split=data.split, seed=data.seed,
                   train={k: v for k, v in job.settings.to_dict().items() if k not in ("save_steps", "keep_checkpoints")},
                   init_weights=_init_hash(job.settings.init_adapter))
-    return run_id("finetune", key), key
+    return Identity(run_id("finetune", key), "finetune", lm.spec.display_name, key,
+                    family("finetune", lm.spec, data=data.data_hash))
 
 
 def _record(lm: TrainableLM, job: FinetuneJob, data: TrainData, rid: str, counts: dict, n: int) -> dict:
@@ -103,12 +104,10 @@ def _version(package: str) -> str | None:
 def run_finetune(lm: TrainableLM, job: FinetuneJob, store: Store, status: Status | None = None,
                  prepared: tuple | None = None) -> dict:
     data, encoded, counts = prepared or prepare(lm, job)
-    rid, key = identity(lm, job, data)
+    ident = identity(lm, job, data)
+    rid = ident.run_id
     prev = provenance.check_out(job.out, rid)
-    with store.run_lock(rid):
-        opened = store.open_run(rid, "finetune", lm.spec.display_name, key, lm.info(),
-                                family("finetune", lm.spec, data=data.data_hash))
-        store.say(describe(opened, rid))
+    with JobRun(store, ident, lm.info(), 0) as run:
         if prev and prev.get("status") == "done":
             _merge_if_asked(lm, job, prev)
             return prev
@@ -117,7 +116,7 @@ def run_finetune(lm: TrainableLM, job: FinetuneJob, store: Store, status: Status
         total = _total_steps(len(encoded), job.settings)
 
         def on_log(s: StepLog) -> None:
-            store.add_samples(rid, [(f"{s.step:07d}", s.__dict__)])
+            run.add([(f"{s.step:07d}", s.__dict__)])
             fault("finetune.step")
             if status:
                 status(s.step, total, f"loss {s.loss:.4f} · {s.tokens / max(s.seconds, 1e-9):.0f} tok/s")
@@ -129,14 +128,14 @@ def run_finetune(lm: TrainableLM, job: FinetuneJob, store: Store, status: Status
         model, stats = run_training(tj)
         model.save_pretrained(str(job.out))
         tokenizer.save_pretrained(str(job.out))
-        curve = [s for _, s in sorted(store.samples(rid))]
+        curve = [s for _, s in sorted(run.samples().items())]
         record.update(status="done", **stats, final_loss=curve[-1]["loss"] if curve else None,
                       training_seconds=time.perf_counter() - t0, loss_curve=[(s["step"], s["loss"]) for s in curve],
                       peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       eval_spec=f"{job.spec_text},adapter={job.out}" if job.spec_text else None)
         provenance.write(job.out, record)
         _merge_if_asked(lm, job, record, model)
-        store.finish_run(rid, {k: record[k] for k in ("final_loss", "steps", "tokens_per_s", "training_seconds")})
+        run.done({k: record[k] for k in ("final_loss", "steps", "tokens_per_s", "training_seconds")})
     return record
 
 

@@ -107,7 +107,7 @@ def _judge_sharded(judge: Judge, comps: list[Comparison], store: Store | None, p
     with progress(f"judge {len(comps)} comparisons") as update:
         seen = [0]  # this rank's done
         # the relay to rank 0 and the whole job's progress (the judgments go to the cache, not to a run)
-        relay = JobRun(store, Identity("", "judge", judge.settings.spec.display_name), {}, len(jobs), update)
+        relay = JobRun(store, Identity("", "judge", judge.settings.spec.display_name, {}), {}, len(jobs), update)
 
         def mine_done(done: int, total: int) -> None:
             relay.tick(done - seen[0])

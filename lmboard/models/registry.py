@@ -23,8 +23,29 @@ def require_backend(spec: ModelSpec, capability: Capability, job: str) -> None:
         raise capability_error(spec, caps, capability, job)
 
 
+# What each capability promises (lmboard/lm.py), checked when a backend loads.
+METHODS = {
+    Capability.SCORE: ("score",),
+    Capability.GENERATE: ("generate",),
+    Capability.STREAM: ("stream",),
+    Capability.LOGPROBS: ("first_token_logprobs",),
+    Capability.TOKENIZE: ("encode", "encode_many", "encode_pair", "decode", "has_chat_template", "render_chat",
+                          "eos_token_ids"),
+    Capability.TIMING: ("prefill", "decode_exactly", "plain_token_ids", "synchronize", "memory"),
+    Capability.TRAIN: ("trainable",),
+}
+
+
 def load_model(spec: ModelSpec) -> LM:
-    return BACKENDS.get(spec.backend)(spec)
+    """The spec's backend, loaded; a backend (a plugin's, say) that lacks a method its
+    capabilities promise is a one-line error, not an AttributeError in the middle of a job."""
+    lm = BACKENDS.get(spec.backend)(spec)
+    need = ["info", "check", "run_identity"] + [m for c in lm.capabilities for m in METHODS.get(c, ())]
+    missing = [m for m in need if not callable(getattr(lm, m, None))]
+    if missing:
+        raise UsageError(f"the {spec.backend} backend ({type(lm).__module__}) does not implement "
+                         f"{', '.join(missing)} (the LM protocol: lmboard/lm.py)")
+    return lm
 
 
 def load_plugin_paths(paths: list[Path]) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from browser import chromium, console_errors
 from helpers import ALPACA_REF, MMLU, run_cli, short_reference
-from lmboard.models.hf import choose_dtype
+from lmboard.models.hf_load import choose_dtype
 
 DEFAULT = choose_dtype("auto", "cpu")  # `smollm2` with no dtype: bfloat16 only where the CPU computes it natively
 

@@ -35,8 +35,13 @@ BACKEND = textwrap.dedent('''
         def check(self):
             pass
 
-        def generate(self, requests, settings, concurrency=8):
+        def run_identity(self, work):
+            return {}
+
+        def generate(self, requests, settings, concurrency=8, skip=None, exact=False):
             for r in requests:
+                if skip is not None and skip(r.key):
+                    continue
                 text = r.text if r.text is not None else r.messages[-1]["content"]
                 out = self.spec.options.prefix + " ".join(reversed(text.split()))
                 yield GenResult(r.key, out, text, None, None, 0.0, "stop", {})

@@ -12,7 +12,7 @@ from helpers import DATA, lmboard, run_cli
 from lmboard.lm import ModelSpec, continuation_ids
 from lmboard.models.engine.continuations import label_logprobs
 from lmboard.models.engine.genbase import render
-from lmboard.models.hf import choose_dtype
+from lmboard.models.hf_load import choose_dtype
 from lmboard.store import Store
 from lmboard.tasks.shopbench import ShopBenchSettings, mc_options
 from lmboard.tasks.shopbench_run import prepare, run_shopbench

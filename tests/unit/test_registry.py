@@ -28,6 +28,11 @@ def test_register_model_decorator_options_and_load():
 
     spec = parse_model_spec("dummy-backend:thing,size=3")  # a registered backend is named like a built-in
     assert spec.options == DummyOptions(3)
+    # a backend without the methods its capabilities promise is a one-line error at load
+    with pytest.raises(UsageError, match="does not implement info, check, run_identity, generate"):
+        load_model(spec)
+    for name in ("info", "check", "run_identity", "generate"):
+        setattr(Dummy, name, lambda self, *a, **k: None)
     assert isinstance(load_model(spec), Dummy)
     assert backend_capabilities(spec) == {Capability.GENERATE}
     with pytest.raises(UsageError, match="'score' capability"):

@@ -18,6 +18,7 @@ from lmboard.lm import GenerationSettings, GenRequest, GenResult
 from lmboard.models.engine.genbase import effective_settings, finish_answer, generation_config, render
 from lmboard.models.engine.generation import generate_static
 from lmboard.models.engine.local import LocalLM
+from lmboard.models.engine.prefix_attention import plain_attention
 
 PAGE = 32  # tokens per page of the paged cache
 MAX_IN_FLIGHT = 64  # sequences in flight when the caller does not say
@@ -54,7 +55,7 @@ def _on_manager(lm: LocalLM, items: list, batch_size: int | None) -> Iterator[Ge
                                   max_requests_per_batch=n)
     eos = lm.eos_token_ids()
     t0 = time.perf_counter()
-    with torch.inference_mode(), lm.model.continuous_batching_context_manager(
+    with torch.inference_mode(), plain_attention(lm.model), lm.model.continuous_batching_context_manager(
             generation_config=items[0][1], continuous_batching_config=cb, block=True, timeout=5,
             warmup=False) as manager:
         for i, (_, gc, _, _, ids) in enumerate(items):

@@ -91,3 +91,18 @@ def shared_prefix(kv, n_heads: int):
         yield
     finally:
         _state.kv = None
+
+
+@contextmanager
+def plain_attention(model: Any):
+    """The model on transformers' own SDPA while inside (transformers' continuous batching
+    accepts no other), back on this attention after."""
+    cfg = text_config(model)
+    was = getattr(cfg, "_attn_implementation", None)
+    if was == NAME:
+        model.set_attn_implementation("sdpa")
+    try:
+        yield
+    finally:
+        if was == NAME:
+            model.set_attn_implementation(NAME)
