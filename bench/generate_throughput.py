@@ -52,19 +52,18 @@ def matmul_peak(dtype) -> float:
 
 def lmboard_run(dtype: str | None, scheduler: str, instructions: list[str], new_tokens: int):
     from lmboard.lm import GenerationSettings, GenRequest
-    from lmboard.models.engine.generation import generate_batched
     from lmboard.models.registry import load_model
     from lmboard.models.spec import parse_model_spec
 
-    lm = load_model(parse_model_spec("smollm2" + (f",dtype={dtype}" if dtype else "")))
+    lm = load_model(parse_model_spec("smollm2" + (f",dtype={dtype}" if dtype else "") + f",scheduler={scheduler}"))
     reqs = [GenRequest(str(i), ({"role": "user", "content": t},)) for i, t in enumerate(instructions)]
     settings = GenerationSettings(max_new_tokens=new_tokens, do_sample=False)
-    list(generate_batched(lm, reqs[:2], GenerationSettings(max_new_tokens=4, do_sample=False), scheduler=scheduler))
+    list(lm.generate(reqs[:2], GenerationSettings(max_new_tokens=4, do_sample=False)))
     t0 = time.perf_counter()
-    out = {r.key: r for r in generate_batched(lm, reqs, settings, scheduler=scheduler)}
+    out = {r.key: r for r in lm.generate(reqs, settings)}
     seconds = time.perf_counter() - t0
     return ([out[str(i)].output for i in range(len(reqs))], sum(r.output_tokens for r in out.values()), seconds,
-            lm.dtype_name, lm.model.num_parameters())
+            lm.info()["dtype"], lm.model.num_parameters())
 
 
 def transformers_cb(instructions: list[str], new_tokens: int):

@@ -115,8 +115,9 @@ def check_out_file(path: Path, flag: str) -> None:
         raise UsageError(f"{flag}: cannot write to {path} (permission denied)")
 
 
-def parse_budget(text: str) -> int | None:
-    if text == "auto":
+def parse_budget(text: str | None) -> int | None:
+    """--batch-tokens: auto or unset (None: the largest that fits), or a positive integer."""
+    if text is None or text == "auto":
         return None
     try:
         n = int(text)
@@ -127,9 +128,9 @@ def parse_budget(text: str) -> int | None:
     return n
 
 
-def parse_margin(text: str) -> float | None:
-    """--recheck-margin: auto (None: calibrated in the run), or a number >= 0 (0: off)."""
-    if text == "auto":
+def parse_margin(text: str | None) -> float | None:
+    """--recheck-margin: auto or unset (None: the backend's own rule), or a number >= 0 (0: off)."""
+    if text is None or text == "auto":
         return None
     try:
         m = float(text)

@@ -20,7 +20,9 @@ from lmboard.cli.common import (
     model_spec,
     open_store,
     out,
+    parse_budget,
     parse_labels,
+    parse_margin,
     progress_bar,
     split_list,
 )
@@ -116,8 +118,8 @@ def eval_cmd(c: Common, r: Running, exam: ExamFlags, cls: ClassifyFlags, routed:
         load_plugin_paths(c.plugins)
     kind = getattr(TASKS.get(c.task), "kind", "exam")
     check_positive(c.threads, "--threads")
-    spec = model_spec(c.model, c.dtype, batch_tokens=_auto_int(r.batch_tokens, "--batch-tokens"),
-                      recheck=_auto_float(r.recheck_margin, "--recheck-margin"))
+    spec = model_spec(c.model, c.dtype, batch_tokens=parse_budget(r.batch_tokens),
+                      recheck=parse_margin(r.recheck_margin))
     where = f"--task {c.task}"
     if kind == "routed":
         options.unused(exam, where), options.unused(cls, where)
@@ -130,27 +132,6 @@ def eval_cmd(c: Common, r: Running, exam: ExamFlags, cls: ClassifyFlags, routed:
     else:
         options.unused(cls, where), options.unused(routed, where)
         _exam(spec, c, exam)
-
-
-def _auto_int(text: str | None, flag: str) -> int | None:
-    if text is None or text == "auto":
-        return None
-    if not text.isdigit() or int(text) <= 0:
-        raise UsageError(f"{flag} must be auto or a positive integer (got {text!r})")
-    return int(text)
-
-
-def _auto_float(text: str | None, flag: str) -> float | None:
-    """auto (None: the backend's default), or a number >= 0."""
-    if text is None or text == "auto":
-        return None
-    try:
-        m = float(text)
-    except ValueError:
-        m = -1.0
-    if not m >= 0:
-        raise UsageError(f"{flag} must be auto or a number >= 0 (got {text!r})")
-    return m
 
 
 def _exam(spec: ModelSpec, c: Common, f: ExamFlags) -> None:

@@ -7,6 +7,7 @@ generic one on transformers' forward and continuous batching."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +100,10 @@ class HFModel:
         batch_tokens, recheck, scheduler...), without loading it again."""
         from lmboard.models.engine.runtime import Runtime
 
+        fields = {f.name: f for f in dataclasses.fields(HFOptions)}
+        loading = [k for k in options if k in fields and not fields[k].metadata.get("runtime")]
+        if loading:
+            raise ValueError(f"with_runtime: {', '.join(loading)} choose the weights loaded: load the model again")
         other = copy.copy(self)
         other.spec = self.spec.with_options("runtime options", **options)
         other.runtime = Runtime(other, runtime_settings(other.spec.options))

@@ -82,14 +82,16 @@ def _keeps_float32(o: Any, device: str, dtype_name: str, where: tuple[str, str |
 
 
 def _load(spec: ModelSpec, dtype: Any) -> tuple[Any, Any, str | None]:
-    """(tokenizer, model, the GGUF unpack cache folder or None)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """(tokenizer, model, the GGUF unpack cache folder or None).
 
+    A GGUF file is unpacked once into the cache folder, and the model is then loaded from
+    that folder, the first time too: the weights are the same numbers either way, but
+    the matrix products' last bits depend on where the tensors lie in memory (seen:
+    float32 exam logits of the unpacking run differed from every later run's), and
+    every run should compute alike."""
     o = spec.options
     where, gguf = locate(spec)
     kwargs: dict[str, Any] = {"trust_remote_code": o.trust_remote_code}
-    if gguf:
-        kwargs["gguf_file"] = gguf
     if o.revision:
         kwargs["revision"] = o.revision
     model_kwargs: dict[str, Any] = dict(kwargs, dtype=dtype)
@@ -99,21 +101,29 @@ def _load(spec: ModelSpec, dtype: Any) -> tuple[Any, Any, str | None]:
         model_kwargs["quantization_config"] = bitsandbytes(o.load_in)
     dtype_name = str(dtype).removeprefix("torch.")
     cached = gguf_cache_dir(where, gguf, dtype_name) if gguf and not o.load_in else None
-    gguf_cache = None
-    if cached is not None and (cached / "complete").is_file():
-        # A GGUF unpacked before: the same tensors, saved as safetensors in our dtype.
-        where, gguf_cache = str(cached), str(cached)
-        kwargs.pop("gguf_file", None)
-        model_kwargs.pop("gguf_file", None)
+    if cached is not None and not (cached / "complete").is_file():
+        tokenizer, model = _from_pretrained(spec, where, {**kwargs, "gguf_file": gguf},
+                                            {**model_kwargs, "gguf_file": gguf})
+        saved = save_gguf_cache(cached, model, tokenizer)
+        if saved is None:  # the cache could not be written: this load's model it is
+            return tokenizer, model, None
+        del model
+    if cached is not None:  # the GGUF's unpacked tensors, saved as safetensors in our dtype
+        return (*_from_pretrained(spec, str(cached), kwargs, model_kwargs), str(cached))
+    if gguf:
+        kwargs["gguf_file"] = model_kwargs["gguf_file"] = gguf
+    return (*_from_pretrained(spec, where, kwargs, model_kwargs), None)
+
+
+def _from_pretrained(spec: ModelSpec, where: str, kwargs: dict, model_kwargs: dict) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(where, **model_kwargs)
+        return (AutoTokenizer.from_pretrained(where, **kwargs),
+                AutoModelForCausalLM.from_pretrained(where, **model_kwargs))
     except OSError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"model {spec.name}: cannot load ({first})") from e
-    if cached is not None and gguf_cache is None:
-        gguf_cache = save_gguf_cache(cached, model, tokenizer)
-    return tokenizer, model, gguf_cache
 
 
 def _apply_adapter(model: Any, adapter: str) -> Any:

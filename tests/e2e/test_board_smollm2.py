@@ -14,15 +14,22 @@ from helpers import ALPACA_REF, MMLU, run_cli, short_reference
 from lmboard.models.hf_load import choose_dtype
 
 DEFAULT = choose_dtype("auto", "cpu")  # `smollm2` with no dtype: bfloat16 only where the CPU computes it natively
+# The exam by two models, two rows of one column: SmolLM2 in float32 and in bfloat16; where
+# bfloat16 is emulated (slow), the same weights in float32 from their unpacked folder instead.
+EXAMS = {"float32": ("smollm2,dtype=float32", "smollm2 · float32"),
+         "other": ("smollm2,dtype=bfloat16", "smollm2 · bfloat16") if DEFAULT == "bfloat16"
+         else ("hf:{folder},dtype=float32,label=twin", "twin · float32")}
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, smollm2_fp32):
+    from servers import smollm2_folder
+
     d = tmp_path_factory.mktemp("board_real")
     db = ["--db", str(d / "db"), "--quiet"]
-    for dtype in ("float32", "bfloat16"):
-        r = run_cli("eval", f"smollm2,dtype={dtype}", "--data", str(MMLU), "--subjects", "anatomy,astronomy",
-                    "--limit", "8", "--shots", "0", "--out", str(d / f"exam-{dtype}"), *db)
+    for name, (spec, _) in EXAMS.items():
+        r = run_cli("eval", spec.format(folder=smollm2_folder(smollm2_fp32)), "--data", str(MMLU), "--subjects", "anatomy,astronomy",
+                    "--limit", "8", "--shots", "0", "--out", str(d / f"exam-{name}"), *db)
         assert r.returncode == 0, r.stderr
     prompts = d / "prompts.json"
     prompts.write_text(json.dumps(json.loads(ALPACA_REF.read_text())[:4]))
@@ -45,9 +52,9 @@ def test_board_numbers_are_the_runs_own(store):
     doc = json.loads(r.stdout)
     cols = {c["key"]: c for c in doc["columns"]}
     cells = {(c["model"], cols[c["column"]]["group"], cols[c["column"]]["label"]): c for c in doc["cells"]}
-    for dtype in ("float32", "bfloat16"):
-        acc = json.loads(next((d / f"exam-{dtype}").glob("accuracies_*.json")).read_text())
-        cell = cells[(f"smollm2 · {dtype}", "mmlu 0-shot", "accuracy")]
+    for name, (_, row_name) in EXAMS.items():
+        acc = json.loads(next((d / f"exam-{name}").glob("accuracies_*.json")).read_text())
+        cell = cells[(row_name, "mmlu 0-shot", "accuracy")]
         assert cell["value"] == pytest.approx(acc["weighted_accuracy"]) and cell["n"] == 16
         assert cell["low"] <= cell["value"] <= cell["high"]
     (row,) = list(csv.DictReader(open(d / "lb.csv")))

@@ -2,6 +2,7 @@
 budget, prefix reuse and the forward used."""
 
 import numpy as np
+import pytest
 
 from helpers import MMLU
 from lmboard.models.engine.plan import PlanCounts, ScoreItem, plan_groups
@@ -64,6 +65,7 @@ def test_invariant_to_batch_budget_and_prefix_reuse_in_float32(smollm2_fp32, tmp
 
 
 
+@pytest.mark.bf16
 def test_calibrated_recheck_flips_no_answer_near_the_decision_boundary(smollm2_fp32):
     """Questions sitting near the boundary: of 120 5-shot questions, the 30 whose two best
     letters are closest in float32. bfloat16's provisional rows answer some of them

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ALPACA_REF, CHNSENTICORP, MMLU, ROOT, lmboard, short_reference
+from helpers import ALPACA_REF, CHNSENTICORP, MMLU, ROOT, lmboard, run_cli, short_reference
 
 KILLED = {"KILL": -signal.SIGKILL, "INT": 130}  # 130: lmboard's exit code after Ctrl-C
 
@@ -77,7 +77,7 @@ def kill_and_resume(args: list[str], tmp: Path, name: str, fault: str) -> tuple[
     assert r.returncode == KILLED[sig], (fault, r.returncode, r.stderr[-2000:])
     assert "Traceback" not in r.stderr
     before = rows(db)
-    again = lmboard(*full)
+    again = run_cli(*full)  # the resume: the same command (in this process; only the kill needs its own)
     assert again.returncode == 0, again.stderr
     after = rows(db)
     redone = sum(1 for k, (c, _) in before.items() if after[k][0] != c)
@@ -91,7 +91,7 @@ EXAM = ["eval", "smollm2,dtype=float32", "--task", "mmlu", "--data", str(MMLU), 
 @pytest.fixture(scope="module")
 def exam_reference(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("exam_ref")
-    r = lmboard(*EXAM, "--out", str(tmp / "out"), "--db", str(tmp / "db"), "--quiet")
+    r = run_cli(*EXAM, "--out", str(tmp / "out"), "--db", str(tmp / "db"), "--quiet")
     assert r.returncode == 0, r.stderr
     return files(tmp / "out"), len(rows(tmp / "db"))
 
@@ -113,16 +113,28 @@ def tiny_bf16_exam(sp_model_dir: Path) -> list[str]:
             "--batch-tokens", "256"]
 
 
+def reference(tmp_path_factory, name: str, args: list[str]) -> Path:
+    """An uninterrupted run's output folder, made once for the cases that compare with it."""
+    tmp = tmp_path_factory.mktemp(name)
+    r = run_cli(*args, "--out", str(tmp / "ref"), "--db", str(tmp / "ref.db"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    return tmp / "ref"
+
+
+@pytest.fixture(scope="module")
+def bf16_reference(tmp_path_factory, sp_model_dir):
+    ref = reference(tmp_path_factory, "bf16_ref", tiny_bf16_exam(sp_model_dir))
+    prov = json.loads(next(ref.glob("accuracies_*.json")).read_text())["provenance"]["engine"]
+    assert prov["rechecked"] > 0 and prov["batches"] > 8  # the recheck runs, in more than one group
+    return files(ref)
+
+
 @pytest.mark.parametrize("fault", ["recheck=1", "recheck=2:INT", "store.write=4", "engine.batch=9"])
-def test_bfloat16_recheck_is_a_resumable_stage(sp_model_dir, tmp_path, fault):
+def test_bfloat16_recheck_is_a_resumable_stage(sp_model_dir, bf16_reference, tmp_path, fault):
     args = tiny_bf16_exam(sp_model_dir)
-    ref = lmboard(*args, "--out", str(tmp_path / "ref"), "--db", str(tmp_path / "ref.db"), "--quiet")
-    assert ref.returncode == 0, ref.stderr
-    ref_prov = json.loads(next((tmp_path / "ref").glob("accuracies_*.json")).read_text())["provenance"]["engine"]
-    assert ref_prov["rechecked"] > 0 and ref_prov["batches"] > 8  # the recheck runs, in more than one group
     before, after, redone = kill_and_resume(args, tmp_path, "run", fault)
     assert report(f"eval mmlu bfloat16 + recheck, {fault}", before, after, redone,
-                  files(tmp_path / "run") == files(tmp_path / "ref"))
+                  files(tmp_path / "run") == bf16_reference)
     assert before and all(state == "final" for _, state in after.values()) and len(after) == 90
     if fault.startswith("recheck"):
         assert any(state == "pending" for _, state in before.values())  # stored, waiting for the recheck
@@ -132,15 +144,20 @@ def test_bfloat16_recheck_is_a_resumable_stage(sp_model_dir, tmp_path, fault):
     assert redone <= pending
 
 
-@pytest.mark.parametrize("fault", ["store.write=4", "store.write=4:INT"])
-def test_classification_resumes(tmp_path, fault):
-    args = ["eval", "smollm2", "--task", "classify", "--data", str(CHNSENTICORP), "--text-column", "review",
+CLASSIFY = ["eval", "smollm2", "--task", "classify", "--data", str(CHNSENTICORP), "--text-column", "review",
             "--labels", "0=负面,1=正面", "--split", "0.8", "--test-size", "10", "--shots", "1"]
-    ref = lmboard(*args, "--out", str(tmp_path / "ref"), "--db", str(tmp_path / "ref.db"), "--quiet")
-    assert ref.returncode == 0, ref.stderr
-    before, after, redone = kill_and_resume(args, tmp_path, "run", fault)
+
+
+@pytest.fixture(scope="module")
+def classify_reference(tmp_path_factory):
+    return files(reference(tmp_path_factory, "classify_ref", CLASSIFY))
+
+
+@pytest.mark.parametrize("fault", ["store.write=4", "store.write=4:INT"])
+def test_classification_resumes(classify_reference, tmp_path, fault):
+    before, after, redone = kill_and_resume(CLASSIFY, tmp_path, "run", fault)
     assert report(f"eval classify loglik, {fault}", before, after, redone,
-                  files(tmp_path / "run") == files(tmp_path / "ref"))
+                  files(tmp_path / "run") == classify_reference)
     assert len(before) == 3 and len(after) == 10 and redone == 0
 
 
@@ -150,14 +167,22 @@ def prompts_file(tmp: Path, n: int) -> Path:
     return p
 
 
-@pytest.mark.parametrize("fault", ["generate.result=3", "store.write=4:INT"])
-def test_generation_resumes_with_the_same_answers(tmp_path, fault):
-    args = ["generate", "--models", "smollm2,dtype=float32", "--prompts", str(prompts_file(tmp_path, 6)),
+def generation_args(tmp: Path) -> list[str]:
+    return ["generate", "--models", "smollm2,dtype=float32", "--prompts", str(prompts_file(tmp, 6)),
             "--max-new-tokens", "12", "--greedy", "--batch-size", "2"]
-    ref = lmboard(*args, "--out", str(tmp_path / "ref"), "--db", str(tmp_path / "ref.db"), "--quiet")
-    assert ref.returncode == 0, ref.stderr
-    before, after, redone = kill_and_resume(args, tmp_path, "run", fault)
-    assert report(f"generate, {fault}", before, after, redone, files(tmp_path / "run") == files(tmp_path / "ref"))
+
+
+@pytest.fixture(scope="module")
+def generation_reference(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gen_args")
+    return files(reference(tmp_path_factory, "gen_ref", generation_args(tmp))), tmp
+
+
+@pytest.mark.parametrize("fault", ["generate.result=3", "store.write=4:INT"])
+def test_generation_resumes_with_the_same_answers(generation_reference, tmp_path, fault):
+    ref_files, prompts_dir = generation_reference
+    before, after, redone = kill_and_resume(generation_args(prompts_dir), tmp_path, "run", fault)
+    assert report(f"generate, {fault}", before, after, redone, files(tmp_path / "run") == ref_files)
     assert 0 < len(before) < 6 and len(after) == 6
     assert redone == 0  # a batch with an answer left runs whole, but stored answers are kept
 
@@ -169,34 +194,34 @@ def test_local_judge_resumes(tmp_path, fault):
     outputs.write_text(json.dumps([{**e, "output": e["output"][:200], "generator": "short"} for e in ref_entries]))
     args = ["judge", "--outputs", str(outputs), "--reference", str(short_reference(tmp_path)), "--judge",
             "smollm2,dtype=float32", "--both-orders"]
-    ref = lmboard(*args, "--leaderboard", str(tmp_path / "ref" / "board.csv"), "--db", str(tmp_path / "ref.db"), "--quiet")
+    ref = run_cli(*args, "--leaderboard", str(tmp_path / "ref" / "board.csv"), "--db", str(tmp_path / "ref.db"), "--quiet")
     assert ref.returncode == 0, ref.stderr
     r = lmboard(*args, "--leaderboard", str(tmp_path / "run" / "board.csv"), "--db", str(tmp_path / "run.db"),
                 "--quiet", env={"LMBOARD_FAULT": fault})
     assert r.returncode == KILLED["INT" if fault.endswith(":INT") else "KILL"], r.stderr
     assert not judgments(tmp_path / "run.db")  # the chunk in flight is lost (a write is rolled back)
-    again = lmboard(*args, "--leaderboard", str(tmp_path / "run" / "board.csv"), "--db", str(tmp_path / "run.db"))
+    again = run_cli(*args, "--leaderboard", str(tmp_path / "run" / "board.csv"), "--db", str(tmp_path / "run.db"))
     assert again.returncode == 0 and len(judgments(tmp_path / "run.db")) == 4
     same = (tmp_path / "run" / "board.csv").read_text() == (tmp_path / "ref" / "board.csv").read_text()
     assert report(f"judge, local judge, {fault}", {}, {k: (v, "final") for k, v in judgments(tmp_path / "run.db").items()},
                   0, same)
-    rerun = lmboard(*args, "--leaderboard", str(tmp_path / "run" / "board.csv"), "--db", str(tmp_path / "run.db"))
+    rerun = run_cli(*args, "--leaderboard", str(tmp_path / "run" / "board.csv"), "--db", str(tmp_path / "run.db"))
     assert "judge requests sent: 0" in rerun.stdout
 
 
 def test_a_changed_setting_starts_a_new_run_and_says_so(sp_model_dir, tmp_path):
     db = str(tmp_path / "db")
     args = tiny_bf16_exam(sp_model_dir) + ["--out", str(tmp_path / "o"), "--db", db]
-    first = lmboard(*args, "--recheck-margin", "0.02")
+    first = run_cli(*args, "--recheck-margin", "0.02")
     assert first.returncode == 0, first.stderr
-    second = lmboard(*args, "--recheck-margin", "0.1")
+    second = run_cli(*args, "--recheck-margin", "0.1")
     assert second.returncode == 0 and "new run" in second.stderr and "recheck_margin" in second.stderr
-    same = lmboard(*args, "--recheck-margin", "0.1", "--batch-tokens", "128")  # batching changes no result
+    same = run_cli(*args, "--recheck-margin", "0.1", "--batch-tokens", "128")  # batching changes no result
     assert same.returncode == 0 and "resuming run" in same.stderr
     gen = ["generate", "--models", "smollm2,dtype=float32", "--prompts", str(prompts_file(tmp_path, 2)),
            "--max-new-tokens", "4", "--out", str(tmp_path / "g"), "--db", db]
-    assert lmboard(*gen, "--batch-size", "1").returncode == 0
-    r = lmboard(*gen, "--batch-size", "2")
+    assert run_cli(*gen, "--batch-size", "1").returncode == 0
+    r = run_cli(*gen, "--batch-size", "2")
     assert r.returncode == 0 and "new run" in r.stderr and "batch_size" in r.stderr
 
 

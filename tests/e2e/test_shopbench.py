@@ -121,6 +121,7 @@ def test_killed_run_resumes_to_the_same_answers(tmp_path):
         {k: v for k, v in ref_scores.items() if k not in ("run_id", "cost_time", "provenance", "resumed", "engine", "timing")}
 
 
+@pytest.mark.bf16
 def test_bfloat16_close_answers_are_float32s(smollm2_fp32):
     """Rows picked for their close calls in bfloat16 (seed 003's routes): with the recheck,
     those whose closest decision fell under the margin get float32's answer (verified in

@@ -27,8 +27,6 @@ from lmboard.models.engine.requests import score_requests
 from lmboard.models.engine.scheduler import SchedulerSettings
 from lmboard.models.engine.scoring import EngineSettings
 
-RUNTIMES = ("auto", "cpu", "generic")
-SCHEDULERS = ("continuous", "static")
 Groups = Sequence[tuple[Sequence[GenRequest], GenerationSettings]]
 
 
