@@ -58,9 +58,9 @@ def seed_loop(model, tokenizer, dev_df, test_df, subject, k, letter_ids):
 
 
 def make_dev_layout(d):
-    """anatomy with a dev split: rows 0-4 of the real test file as dev, rows 5-24 as test."""
+    """anatomy with a dev split: rows 0-4 of the real test file as dev, rows 5-16 as test."""
     rows = list(csv.reader(open(MMLU / "test" / "anatomy_test.csv", newline="", encoding="utf-8")))
-    for split, part in (("dev", rows[:5]), ("test", rows[5:25])):
+    for split, part in (("dev", rows[:5]), ("test", rows[5:17])):
         (d / split).mkdir()
         with open(d / split / f"anatomy_{split}.csv", "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(part)

@@ -41,7 +41,7 @@ def test_bpe_merge_across_the_boundary_is_trimmed(smollm2_fp32):
 
 
 def _exam(lm, tmp_path, name, **runtime):
-    settings = ExamSettings("mmlu", MMLU, ("anatomy", "astronomy"), 12, 3)
+    settings = ExamSettings("mmlu", MMLU, ("anatomy", "astronomy"), 7, 3)
     res = run_exam(MMLUTask(), lm.with_runtime(**runtime), settings, Store(tmp_path / f"{name}.db"))
     keys = sorted(res.samples)
     return np.array([res.samples[k]["probs"] for k in keys]), [res.samples[k]["pred"] for k in keys], res

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from helpers import CHNSENTICORP, lmboard
+from helpers import CHNSENTICORP, lmboard, run_cli
 from lmboard.finetune.masking import IGNORE, encode_examples
 from lmboard.finetune.templates import Example, render_prompt
 from lmboard.finetune.train import answer_loss
@@ -64,9 +64,11 @@ def _subset(tmp_path, n=40, label=None):
 
 
 def _finetune(data, out, db, *extra, env=None):
-    return lmboard("finetune", "smollm2,dtype=float32", "--data", str(data), "--labels", LABELS, "--text-column",
-                   "review", "--split", "0.5", "--out", str(out), "--db", str(db), "--max-length", "96",
-                   "--batch-size", "4", "--lr", "3e-3", "--quiet", *extra, env=env)
+    """The command in this process, or (a fault to inject: the process must die of it) in its own."""
+    args = ["finetune", "smollm2,dtype=float32", "--data", str(data), "--labels", LABELS, "--text-column",
+            "review", "--split", "0.5", "--out", str(out), "--db", str(db), "--max-length", "96",
+            "--batch-size", "4", "--lr", "3e-3", "--quiet", *extra]
+    return lmboard(*args, env=env) if env else run_cli(*args)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +110,7 @@ def test_the_adapter_changes_evals_predictions(trained):
     data, adapter, d = trained
     res = {}
     for name, spec in (("base", "smollm2"), ("tuned", f"smollm2,adapter={adapter}")):
-        r = lmboard("eval", spec, "--task", "classify", "--data", str(data), "--labels", LABELS, "--text-column",
+        r = run_cli("eval", spec, "--task", "classify", "--data", str(data), "--labels", LABELS, "--text-column",
                     "review", "--split", "0.5", "--seed", "123", "--db", str(d / "db"), "--out", str(d / name), "-q")
         assert r.returncode == 0, r.stderr
         res[name] = [json.loads(x) for x in (d / name / "samples.jsonl").read_text().splitlines()]
