@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ALPACA_REF, CHNSENTICORP, DATA, MMLU, ROOT, lmboard, short_reference
+from helpers import ALPACA_REF, CHNSENTICORP, DATA, MMLU, ROOT, run_cli, short_reference
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 pytestmark = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
@@ -72,7 +72,7 @@ def test_two_ranks_score_what_one_process_scores(sp_model_dir, tmp_path, one_pro
 def one_process(sp_model_dir, tmp_path_factory) -> Path:
     """The exam scored by one process, uninterrupted (the reference of the resume tests)."""
     tmp = tmp_path_factory.mktemp("one_process")
-    ref = lmboard(*exam(sp_model_dir, tmp, "ref"))
+    ref = run_cli(*exam(sp_model_dir, tmp, "ref"))
     assert ref.returncode == 0, ref.stderr
     return tmp / "ref"
 
@@ -91,7 +91,7 @@ def test_a_killed_two_rank_run_resumes_with_any_world_size(sp_model_dir, tmp_pat
     stored = con.execute("SELECT count(*) FROM samples").fetchone()[0]
     con.close()
     assert 0 < stored < 36  # what rank 0 received before the kill is kept
-    again = lmboard(*args) if resume_with == 1 else torchrun(2, *args)
+    again = run_cli(*args) if resume_with == 1 else torchrun(2, *args)
     assert again.returncode == 0, again.stderr
     same_answers(samples(one_process), samples(tmp_path / "run"))
     if resume_with == 2:  # the same world size: the same shards and batches, so the very same file
@@ -109,7 +109,7 @@ def test_generation_and_classification_on_two_ranks_match_one_process(tmp_path):
            "--greedy", "--quiet"]
     cls = ["eval", "smollm2", "--task", "classify", "--data", str(CHNSENTICORP), "--text-column", "review",
            "--labels", "0=负面,1=正面", "--split", "0.8", "--test-size", "8", "--shots", "1", "--quiet"]
-    for tag, run in (("one", lmboard), ("two", lambda *a: torchrun(2, *a))):
+    for tag, run in (("one", run_cli), ("two", lambda *a: torchrun(2, *a))):
         g = run(*gen, "--out", str(tmp_path / f"g{tag}"), "--db", str(tmp_path / f"{tag}.db"))
         assert g.returncode == 0, g.stderr
         c = run(*cls, "--out", str(tmp_path / f"c{tag}"), "--db", str(tmp_path / f"{tag}.db"))
@@ -141,7 +141,7 @@ def test_local_judge_on_two_ranks_gives_one_process_board(tmp_path):
     outputs.write_text(json.dumps([{**e, "output": e["output"][:160], "generator": "short"} for e in entries]))
     args = ["judge", "--outputs", str(outputs), "--reference", str(short_reference(tmp_path)), "--judge",
             "smollm2,dtype=float32", "--both-orders", "--quiet"]
-    one = lmboard(*args, "--leaderboard", str(tmp_path / "one.csv"), "--db", str(tmp_path / "one.db"))
+    one = run_cli(*args, "--leaderboard", str(tmp_path / "one.csv"), "--db", str(tmp_path / "one.db"))
     two = torchrun(2, *args, "--leaderboard", str(tmp_path / "two.csv"), "--db", str(tmp_path / "two.db"))
     assert one.returncode == 0 and two.returncode == 0, (one.stderr, two.stderr)
     a, b = (list(csv.DictReader((tmp_path / f"{t}.csv").open())) for t in ("one", "two"))
@@ -169,7 +169,7 @@ def test_shopbench_on_two_ranks_gives_one_process_answers(tmp_path):
     """float32, greedy, the continuous scheduler: the same answers, the same scores."""
     args = ["eval", "smollm2,dtype=float32", "--task", "shopbench", "--data", str(DATA / "shopbench" / "development.json"),
             "--tasks", "task2,task12", "--quiet"]
-    one = lmboard(*args, "--out", str(tmp_path / "one"), "--db", str(tmp_path / "one.db"))
+    one = run_cli(*args, "--out", str(tmp_path / "one"), "--db", str(tmp_path / "one.db"))
     two = torchrun(2, *args, "--out", str(tmp_path / "two"), "--db", str(tmp_path / "two.db"))
     assert one.returncode == 0 and two.returncode == 0, (one.stderr, two.stderr)
     a, b = ([json.loads(x) for x in (tmp_path / t / "samples.jsonl").read_text().splitlines()] for t in ("one", "two"))
@@ -185,7 +185,7 @@ def test_generate_for_two_models_on_two_ranks(sp_model_dir, tmp_path):
     args = ["generate", "--models", f"hf:{sp_model_dir},dtype=float32,label=a",
             f"hf:{sp_model_dir},dtype=float32,label=b", "--prompts", str(prompts), "--max-new-tokens", "6",
             "--greedy", "--raw", "--quiet"]
-    one = lmboard(*args, "--out", str(tmp_path / "one"), "--db", str(tmp_path / "one.db"))
+    one = run_cli(*args, "--out", str(tmp_path / "one"), "--db", str(tmp_path / "one.db"))
     two = torchrun(2, *args, "--out", str(tmp_path / "two"), "--db", str(tmp_path / "two.db"))
     assert one.returncode == 0 and two.returncode == 0, (one.stderr, two.stderr)
     a, b = (json.loads((tmp_path / t / "output.json").read_text()) for t in ("one", "two"))
