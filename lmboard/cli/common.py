@@ -73,12 +73,16 @@ def set_threads(threads: int | None) -> int:
 
 
 def load_lm(spec: ModelSpec, quiet: bool, threads: int | None = None) -> LM:
+    """The model, loaded and checked: an endpoint that does not answer is one line here,
+    before any work (not one retried request after another)."""
     if quiet:  # transformers' GGUF conversion and weight-loading bars
         os.environ["TQDM_DISABLE"] = "1"
         if "transformers" in sys.modules:  # already imported: the variable is read at import
             sys.modules["transformers"].utils.logging.disable_progress_bar()
     set_threads(threads)
-    return load_model(spec)
+    lm = load_model(spec)
+    lm.check()
+    return lm
 
 
 def open_store(db: Path | None, quiet: bool):

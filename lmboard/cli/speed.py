@@ -73,8 +73,7 @@ def speed_cmd(
                 LoadSettings(num_requests, int_list(concurrency, "--concurrency"), request_rate, prompt_tokens, new_tokens))
     store = open_store(db, quiet)
     busy = busy_share(available_cores())
-    lm = load_lm(spec, quiet, threads)
-    lm.check()  # an unreachable endpoint is one line, not a table of errors
+    lm = load_lm(spec, quiet, threads)  # checked: an unreachable endpoint is one line, not a table of errors
     if local and prompt_tokens + new_tokens > lm.max_length:
         raise UsageError(f"--prompt-tokens {prompt_tokens} + --new-tokens {new_tokens} exceed the model's context "
                          f"of {lm.max_length} tokens")

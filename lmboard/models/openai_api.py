@@ -112,7 +112,8 @@ class OpenAIModel:
         raise AssertionError("unreachable")
 
     def check(self) -> None:
-        """One cheap request: any HTTP answer means the server is there."""
+        """One cheap request: any HTTP answer means the server is there (three tries
+        within a second: a refused connection is not worth waiting for)."""
         o = self._openai
         for attempt in range(3):
             try:
@@ -121,7 +122,8 @@ class OpenAIModel:
             except o.APIStatusError:
                 return
             except (o.APIConnectionError, o.APITimeoutError):
-                time.sleep(0.5 * 2**attempt)
+                if attempt < 2:
+                    time.sleep(0.25 * 2**attempt)
         raise UsageError(f"{self.options.base_url}: unreachable")
 
     def _messages(self, req: GenRequest, settings: GenerationSettings) -> list[dict[str, str]]:

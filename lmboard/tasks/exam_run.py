@@ -138,7 +138,8 @@ def exam_identity(exam: MCExam, lm: ScoringLM, settings: ExamSettings, provenanc
                   **lm.run_identity(WORK_CHOOSE))
     fam = family("exam", lm.spec, task=exam.name, data=str(Path(settings.data).resolve()),
                  subjects=list(settings.subjects))
-    return Identity(run_id(exam.name, key), "exam", lm.spec.display_name, {**key, "run": run_id(exam.name, key)}, fam)
+    rid = run_id(exam.name, key)
+    return Identity(rid, "exam", lm.spec.display_name, {**key, "run": rid}, fam)
 
 
 def run_exam(exam: MCExam, lm: ScoringLM, settings: ExamSettings, store: Store,
