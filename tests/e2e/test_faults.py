@@ -144,18 +144,21 @@ def test_bfloat16_recheck_is_a_resumable_stage(sp_model_dir, bf16_reference, tmp
     assert redone <= pending
 
 
-CLASSIFY = ["eval", "smollm2", "--task", "classify", "--data", str(CHNSENTICORP), "--text-column", "review",
-            "--labels", "0=负面,1=正面", "--split", "0.8", "--test-size", "10", "--shots", "1"]
+def classify_args(sp_model_dir: Path) -> list[str]:
+    """On the tiny model: what is checked (each review stored as scored, nothing scored
+    twice, the files of an uninterrupted run) is the job's, whatever the model."""
+    return ["eval", f"hf:{sp_model_dir},dtype=float32", "--task", "classify", "--data", str(CHNSENTICORP),
+            "--text-column", "review", "--labels", "0=负面,1=正面", "--split", "0.8", "--test-size", "10", "--shots", "1"]
 
 
 @pytest.fixture(scope="module")
-def classify_reference(tmp_path_factory):
-    return files(reference(tmp_path_factory, "classify_ref", CLASSIFY))
+def classify_reference(tmp_path_factory, sp_model_dir):
+    return files(reference(tmp_path_factory, "classify_ref", classify_args(sp_model_dir)))
 
 
 @pytest.mark.parametrize("fault", ["store.write=4", "store.write=4:INT"])
-def test_classification_resumes(classify_reference, tmp_path, fault):
-    before, after, redone = kill_and_resume(CLASSIFY, tmp_path, "run", fault)
+def test_classification_resumes(classify_reference, sp_model_dir, tmp_path, fault):
+    before, after, redone = kill_and_resume(classify_args(sp_model_dir), tmp_path, "run", fault)
     assert report(f"eval classify loglik, {fault}", before, after, redone,
                   files(tmp_path / "run") == classify_reference)
     assert len(before) == 3 and len(after) == 10 and redone == 0
@@ -167,21 +170,22 @@ def prompts_file(tmp: Path, n: int) -> Path:
     return p
 
 
-def generation_args(tmp: Path) -> list[str]:
-    return ["generate", "--models", "smollm2,dtype=float32", "--prompts", str(prompts_file(tmp, 6)),
-            "--max-new-tokens", "12", "--greedy", "--batch-size", "2"]
+def generation_args(tmp: Path, sp_model_dir: Path) -> list[str]:
+    """On the tiny model (raw text: it has no chat template), as classify_args."""
+    return ["generate", "--models", f"hf:{sp_model_dir},dtype=float32", "--prompts", str(prompts_file(tmp, 6)),
+            "--max-new-tokens", "12", "--greedy", "--batch-size", "2", "--raw"]
 
 
 @pytest.fixture(scope="module")
-def generation_reference(tmp_path_factory):
+def generation_reference(tmp_path_factory, sp_model_dir):
     tmp = tmp_path_factory.mktemp("gen_args")
-    return files(reference(tmp_path_factory, "gen_ref", generation_args(tmp))), tmp
+    return files(reference(tmp_path_factory, "gen_ref", generation_args(tmp, sp_model_dir))), tmp
 
 
 @pytest.mark.parametrize("fault", ["generate.result=3", "store.write=4:INT"])
-def test_generation_resumes_with_the_same_answers(generation_reference, tmp_path, fault):
+def test_generation_resumes_with_the_same_answers(generation_reference, sp_model_dir, tmp_path, fault):
     ref_files, prompts_dir = generation_reference
-    before, after, redone = kill_and_resume(generation_args(prompts_dir), tmp_path, "run", fault)
+    before, after, redone = kill_and_resume(generation_args(prompts_dir, sp_model_dir), tmp_path, "run", fault)
     assert report(f"generate, {fault}", before, after, redone, files(tmp_path / "run") == ref_files)
     assert 0 < len(before) < 6 and len(after) == 6
     assert redone == 0  # a batch with an answer left runs whole, but stored answers are kept

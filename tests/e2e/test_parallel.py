@@ -100,14 +100,16 @@ def test_a_killed_two_rank_run_resumes_with_any_world_size(sp_model_dir, tmp_pat
         assert (tmp_path / "run" / "samples.jsonl").read_text() == (tmp_path / "whole" / "samples.jsonl").read_text()
 
 
-def test_generation_and_classification_on_two_ranks_match_one_process(tmp_path):
-    """SmolLM2 in float32: greedy answers are independent of batch-mates (the continuous
-    scheduler), so two ranks write the very same answers; label scores within 1e-4."""
+def test_generation_and_classification_on_two_ranks_match_one_process(sp_model_dir, tmp_path):
+    """The tiny model in float32 (the sharding is the job's, whatever the model; ShopBench
+    below runs SmolLM2 on two ranks): greedy answers are independent of batch-mates (the
+    continuous scheduler), so two ranks write the very same answers; label scores within 1e-4."""
     prompts = tmp_path / "prompts.json"
     prompts.write_text(json.dumps(json.loads(ALPACA_REF.read_text())[:6]))
-    gen = ["generate", "--models", "smollm2,dtype=float32", "--prompts", str(prompts), "--max-new-tokens", "16",
-           "--greedy", "--quiet"]
-    cls = ["eval", "smollm2", "--task", "classify", "--data", str(CHNSENTICORP), "--text-column", "review",
+    model = f"hf:{sp_model_dir},dtype=float32"
+    gen = ["generate", "--models", model, "--prompts", str(prompts), "--max-new-tokens", "16", "--greedy", "--raw",
+           "--quiet"]
+    cls = ["eval", model, "--task", "classify", "--data", str(CHNSENTICORP), "--text-column", "review",
            "--labels", "0=负面,1=正面", "--split", "0.8", "--test-size", "8", "--shots", "1", "--quiet"]
     for tag, run in (("one", run_cli), ("two", lambda *a: torchrun(2, *a))):
         g = run(*gen, "--out", str(tmp_path / f"g{tag}"), "--db", str(tmp_path / f"{tag}.db"))
