@@ -1,16 +1,17 @@
-"""Running ShopBench: rows -> routes -> engines (generation, or option log-likelihoods for
-multiple choice) -> store -> parsers -> the kit's metrics.
+"""Running ShopBench: rows -> routes -> the model's ``generate`` (or ``score``: option
+log-likelihoods for multiple choice) -> store -> parsers -> the kit's metrics.
 
 The store holds each raw answer the moment it is produced (a killed run loses at most
 the answers in flight; the same command resumes). Parsing and scoring happen after, from
 the stored answers: ``--parse`` is not part of the run's identity, so re-scoring with the
 other parser reruns no model. Generation runs batched (the kit's batch_predict batches by
-task type): on a local model every route's rows decode in one continuous-batching job,
+task type): each request carries its route's settings, and the hf backend decodes every
+route's rows in one continuous-batching job,
 each row with its route's settings, so one route's short answers leave room for another's
 long ones and shared prompt starts run once. In float32 an answer depends on its prompt,
 not on its batch-mates (up to float rounding where a shared start ends, which the other
 prompts decide), so a resumed run answers as an uninterrupted one; in bfloat16 the
-answers that came close to a tie are float32's (the recheck, engine/continuous.py) and
+answers that came close to a tie are float32's (``exact``: the hf backend's recheck) and
 the others can move with their batch-mates as the README says. Endpoints answer one
 route at a time.
 """

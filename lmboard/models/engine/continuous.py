@@ -26,7 +26,7 @@ from lmboard.models.engine.packed_runner import float32_twin
 from lmboard.models.engine.sampling import SamplingConfig
 from lmboard.models.engine.scheduler import DecodeJob, SchedulerSettings, run_continuous, verify_greedy
 
-# The default margin of a greedy answer's float32 recheck (``generate_groups``), in
+# The default margin of a greedy answer's float32 recheck (``exact`` generation), in
 # logits between its two best tokens at its closest decision. Measured on SmolLM2 and
 # ShopBench's 96 development rows, bfloat16 against float32 (AVX-512 BF16): the 9 rows
 # whose bfloat16 answer differed had their closest call at 0.0008 to 0.042, while the

@@ -23,7 +23,7 @@ float32 logits, their bfloat16 logits and their gap error). A fixed margin
 
 Deterministic and resumable: groups and the number of calibration questions are fixed
 by the plan, which rows calibrate by the group's bfloat16 rows; a resumed run takes the
-stored rows' bfloat16 logits and gap errors (``ScoreHooks.stored``: a pending row's
+stored rows' bfloat16 logits and gap errors (``score_last``'s ``stored``: a pending row's
 logits; a rescored row's bfloat16 logits and gap error) and makes exactly the decisions
 an uninterrupted one would have.
 """

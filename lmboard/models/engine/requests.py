@@ -10,7 +10,7 @@ job stores both and hands them back on resume; only this module reads them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -84,11 +84,3 @@ def mapped(gen: Generator[T, None, Any], fn: Callable[[T], U]) -> Generator[U, N
     finally:
         gen.close()
 
-
-def drain(gen: Iterator[Any]) -> Any:
-    """Run a generator to its end; its return value."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as end:
-            return end.value
