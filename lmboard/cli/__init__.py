@@ -55,8 +55,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 def main(argv: list[str] | None = None) -> int:
     """Run a command; under torchrun every rank runs it, and only rank 0 speaks."""
-    from lmboard import parallel
+    from lmboard import cpu, parallel
 
+    cpu.start()  # the clock of the cores other processes keep busy (the default --threads)
     w = parallel.world()  # under torchrun: every rank joins the job before anything can fail
     code, why = _run(argv)
     parallel.job_over()

@@ -49,21 +49,24 @@ def model_spec(text: str, dtype: str | None = None, **options: object) -> ModelS
     return spec
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity), not the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+def set_threads(threads: int | None, quiet: bool = True) -> int:
+    """Torch's intra-op threads: ``--threads``, else one for each core this process may use
+    that other processes leave idle (lmboard/cpu.py: a thread waiting at a barrier for a
+    core another process holds makes the whole run crawl); under torchrun the node's cores
+    are split between its ranks."""
+    from lmboard import cpu
+    from lmboard.parallel import threads_per_rank, world
 
-
-def set_threads(threads: int | None) -> int:
-    """Torch's intra-op threads: ``--threads`` or the cores this process may use. On a
-    machine where another process is busy, torch's default oversubscribes and every job
-    runs several times slower."""
-    from lmboard.parallel import threads_per_rank
-
-    n = threads_per_rank(available_cores()) if threads is None else threads
+    n = threads
+    if n is None:
+        cores = cpu.available_cores()
+        n = threads_per_rank(cores)
+        if not world().parallel:  # ranks measure each other as busy: they split the node instead
+            busy = cpu.busy_others()
+            n = cpu.idle_cores(cores, busy)
+            if n < cores and not quiet:
+                err.print(f"note: other processes keep {busy:.1f} of this process's {cores} cores busy: running on "
+                          f"{n} thread{'s' if n > 1 else ''} (--threads N to choose)", markup=False, highlight=False)
     if n < 1:
         raise UsageError(f"--threads must be >= 1 (got {n})")
     import torch
@@ -79,7 +82,7 @@ def load_lm(spec: ModelSpec, quiet: bool, threads: int | None = None) -> LM:
         os.environ["TQDM_DISABLE"] = "1"
         if "transformers" in sys.modules:  # already imported: the variable is read at import
             sys.modules["transformers"].utils.logging.disable_progress_bar()
-    set_threads(threads)
+    set_threads(threads, quiet)
     lm = load_model(spec)
     lm.check()
     return lm

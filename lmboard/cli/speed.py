@@ -11,7 +11,6 @@ from lmboard.cli.common import (
     DB,
     QUIET,
     THREADS,
-    available_cores,
     check_out_file,
     check_positive,
     err,
@@ -25,7 +24,6 @@ from lmboard.cli.common import (
 from lmboard.errors import UsageError
 from lmboard.lm import Capability
 from lmboard.models.registry import backend_capabilities
-from lmboard.speed.local import busy_share
 
 BUSY = 0.25  # warn when other processes took more than this share of the CPUs just before a run
 
@@ -72,7 +70,9 @@ def speed_cmd(
                 if local else
                 LoadSettings(num_requests, int_list(concurrency, "--concurrency"), request_rate, prompt_tokens, new_tokens))
     store = open_store(db, quiet)
-    busy = busy_share(available_cores())
+    from lmboard import cpu
+
+    busy = min(1.0, cpu.busy_others(0.5) / cpu.available_cores())  # the share of our cores others took
     lm = load_lm(spec, quiet, threads)  # checked: an unreachable endpoint is one line, not a table of errors
     if local and prompt_tokens + new_tokens > lm.max_length:
         raise UsageError(f"--prompt-tokens {prompt_tokens} + --new-tokens {new_tokens} exceed the model's context "

@@ -117,27 +117,6 @@ def measure_local(lm: TimingLM, settings: SpeedSettings, progress=None) -> list[
     return rows
 
 
-def _cpu_times() -> tuple[int, int]:
-    """(idle, total) jiffies of all CPUs from /proc/stat."""
-    with open("/proc/stat") as f:
-        vals = [int(v) for v in f.readline().split()[1:]]
-    return vals[3] + vals[4], sum(vals)
-
-
-def busy_share(cores: int, seconds: float = 0.5) -> float:
-    """The share of this process's cores that other processes kept busy over ``seconds``
-    (this process sleeps meanwhile); 0 where /proc/stat cannot be read."""
-    try:
-        idle0, total0 = _cpu_times()
-        time.sleep(seconds)
-        idle1, total1 = _cpu_times()
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    machine = os.cpu_count() or cores
-    busy_cpus = (1 - (idle1 - idle0) / max(total1 - total0, 1)) * machine
-    return max(0.0, min(1.0, busy_cpus / max(cores, 1)))
-
-
 def hardware(provenance: dict) -> dict:
     """The machine, and what the backend says of its threads and GPU."""
     import platform
