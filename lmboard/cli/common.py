@@ -78,7 +78,7 @@ def set_threads(threads: int | None, quiet: bool = True) -> int:
 def load_lm(spec: ModelSpec, quiet: bool, threads: int | None = None) -> LM:
     """The model, loaded and checked: an endpoint that does not answer is one line here,
     before any work (not one retried request after another)."""
-    if quiet:  # transformers' GGUF conversion and weight-loading bars
+    if quiet or not err.is_terminal:  # transformers' GGUF conversion and weight-loading bars (not in a log)
         os.environ["TQDM_DISABLE"] = "1"
         if "transformers" in sys.modules:  # already imported: the variable is read at import
             sys.modules["transformers"].utils.logging.disable_progress_bar()
@@ -212,11 +212,49 @@ GEN_OPTS = dict(
 )
 
 
+class LogLines:
+    """Progress as plain lines, for a log (stderr not a terminal: nohup, Slurm, CI): one
+    when the work starts, then one every ``LMBOARD_PROGRESS_EVERY`` seconds (default 30)
+    while it goes on, and one at the end."""
+
+    def __init__(self, description: str):
+        import time
+
+        self.description, self.clock = description, time.monotonic
+        self.start = self.last = self.clock()
+        self.every = float(os.environ.get("LMBOARD_PROGRESS_EVERY", "30"))
+        self.done, self.total, self.status = 0, 0, ""
+        self.said: tuple | None = None  # what the last line said
+
+    def __call__(self, done: int, total: int, status: str = "") -> None:
+        self.done, self.total, self.status = done, total, status
+        if self.said is None or self.clock() - self.last >= self.every:
+            self.line()
+
+    def line(self) -> None:
+        """A line, unless it would say what the last one said."""
+        if self.said == (self.done, self.total, self.status):
+            return
+        now = self.clock()
+        elapsed, share = now - self.start, self.done / self.total if self.total else 0.0
+        eta = f", about {elapsed / share - elapsed:.0f} s left" if 0 < share < 1 else ""
+        err.print(f"{self.description}: {self.done}/{self.total or '?'} ({share:.0%}) after {elapsed:.0f} s{eta}"
+                  + (f"; {self.status}" if self.status else ""), markup=False, highlight=False, soft_wrap=True)
+        self.last, self.said = now, (self.done, self.total, self.status)
+
+
 @contextmanager
 def progress_bar(description: str, quiet: bool) -> Iterator[Update]:
-    """Yields ``update(done, total, status="")``; a rich progress bar on stderr unless --quiet."""
+    """Yields ``update(done, total, status="")``: a rich progress bar on stderr, or lines for
+    a log where stderr is not a terminal; nothing with --quiet."""
     if quiet:
         yield lambda done, total, status="": None
+        return
+    if not err.is_terminal:
+        lines = LogLines(description)
+        yield lines
+        if lines.total:
+            lines.line()  # the end
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -58,3 +58,27 @@ def test_must_show_command_writes_files_and_accuracies_recompute(tmp_path):
     con = sqlite3.connect(tmp_path / "db.sqlite")
     assert con.execute("select count(*) from samples").fetchone()[0] == 100
     assert con.execute("select status from runs").fetchone()[0] == "done"
+
+
+def test_a_job_writing_to_a_log_prints_progress_lines_and_no_bars(tmp_path):
+    """stderr not a terminal (nohup, Slurm, CI): progress as lines, from the start, and none
+    of transformers' bars ("Loading weights", GGUF conversion)."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    log = tmp_path / "log"
+    with open(log, "w") as f:
+        r = subprocess.run([sys.executable, "-m", "lmboard", "eval", "smollm2,dtype=float32", "--data", str(MMLU),
+                            "--subjects", "anatomy", "--limit", "12", "--shots", "1", "--batch-tokens", "300",
+                            "--db", str(tmp_path / "db"), "--out", str(tmp_path / "o")],
+                           stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, timeout=600,
+                           env={**os.environ, "LMBOARD_PROGRESS_EVERY": "0"})
+    text = log.read_text()
+    assert r.returncode == 0, text
+    lines = [line for line in text.splitlines() if line.startswith("mmlu smollm2: ")]
+    assert len(lines) >= 3 and lines[0].startswith("mmlu smollm2: 0/12 (0%)"), text
+    assert lines[-1].startswith("mmlu smollm2: 12/12 (100%)") and "weighted" in text
+    assert "Loading weights" not in text and "it/s" not in text and "\r" not in text
