@@ -24,11 +24,15 @@ def chat_cmd(
                               "lmboard chat", StreamingLM)
     settings = generation_settings(max_new_tokens, temperature, None, None, None, do_sample, seed, None, None, False)
     history: list[dict[str, str]] = []
-    err.print("chat ready: /reset, /system TEXT, /exit", markup=False)
+    err.print("chat ready: /reset, /system TEXT, /exit; Ctrl-C stops an answer", markup=False)
     while True:
         sys.stdout.write("> ")
         sys.stdout.flush()
-        line = sys.stdin.readline()
+        try:
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:  # Ctrl-C at the prompt: the chat ends, as /exit
+            sys.stdout.write("\n")
+            break
         if not line or line.strip() == "/exit":
             break
         text = line.strip()
@@ -45,10 +49,20 @@ def chat_cmd(
             continue
         history.append({"role": "user", "content": text})
         msgs = ([{"role": "system", "content": system}] if system else []) + history
-        answer = []
-        for piece in lm.stream(msgs, settings):
+        history.append({"role": "assistant", "content": answer(lm.stream(msgs, settings))})
+
+
+def answer(pieces) -> str:
+    """Write the answer as it comes; Ctrl-C stops it (what was said stays in the history)."""
+    said: list[str] = []
+    try:
+        for piece in pieces:
             sys.stdout.write(piece)
             sys.stdout.flush()
-            answer.append(piece)
+            said.append(piece)
         sys.stdout.write("\n")
-        history.append({"role": "assistant", "content": "".join(answer)})
+    except KeyboardInterrupt:
+        pieces.close()
+        sys.stdout.write("\n(answer stopped; /exit to leave)\n")
+    sys.stdout.flush()
+    return "".join(said)

@@ -222,8 +222,11 @@ class OpenAIModel:
             **self._params(settings),
             **extra,
         )
-        for chunk in s:
-            if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
-                yield chunk.choices[0].delta.content
-            if usage is not None and getattr(chunk, "usage", None):
-                usage.update(prompt_tokens=chunk.usage.prompt_tokens, completion_tokens=chunk.usage.completion_tokens)
+        try:
+            for chunk in s:
+                if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+                if usage is not None and getattr(chunk, "usage", None):
+                    usage.update(prompt_tokens=chunk.usage.prompt_tokens, completion_tokens=chunk.usage.completion_tokens)
+        finally:  # left early (Ctrl-C): the server stops when the connection closes
+            s.close()

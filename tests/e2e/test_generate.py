@@ -116,3 +116,48 @@ def test_chat_through_stdin(tmp_path):
     assert "(system prompt set; history cleared)" in r.stdout and "(history cleared)" in r.stdout
     answers = [line for line in r.stdout.split("> ") if line.strip() and not line.startswith("(")]
     assert len(answers) >= 2
+
+
+def test_ctrl_c_in_chat_stops_the_answer_not_the_chat(tmp_path):
+    """Driven through tmux as a person would: a long answer, Ctrl-C in the middle of it,
+    then the chat goes on (the next question is answered) until /exit."""
+    import shutil
+    import time
+
+    import pytest
+
+    if shutil.which("tmux") is None:
+        pytest.fail("tmux is needed (make test installs it)")
+    session = f"lmboard-chat-{os.getpid()}"
+
+    def tmux(*args: str) -> str:
+        return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
+
+    def screen() -> str:
+        return tmux("capture-pane", "-p", "-J", "-S", "-200", "-t", session)
+
+    def wait_for(pred, timeout: float = 120) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            text = screen()
+            if pred(text):
+                return text
+            time.sleep(0.2)
+        raise AssertionError(f"timed out; the screen:\n{screen()}")
+
+    cmd = f"cd {ROOT} && {sys.executable} -m lmboard chat smollm2 --max-new-tokens 400 --greedy; echo EXITED $?; sleep 600"
+    tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "50", cmd)
+    try:
+        wait_for(lambda t: "chat ready" in t)
+        tmux("send-keys", "-t", session, "Write a very long story about a robot who learns to paint.", "Enter")
+        # the answer is coming: some words after the question, then Ctrl-C
+        wait_for(lambda t: len(t.split("learns to paint.")[-1].split()) >= 8)
+        tmux("send-keys", "-t", session, "C-c")
+        wait_for(lambda t: "(answer stopped; /exit to leave)" in t and t.rstrip().endswith(">"))
+        tmux("send-keys", "-t", session, "Say hello.", "Enter")
+        wait_for(lambda t: t.count("> ") >= 3 and t.rstrip().endswith(">"))
+        tmux("send-keys", "-t", session, "/exit", "Enter")
+        text = wait_for(lambda t: "EXITED" in t)
+        assert "EXITED 0" in text and "Traceback" not in text and "interrupted" not in text
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

@@ -93,7 +93,8 @@ def generate_static(lm: LocalLM, requests: Sequence[GenRequest], settings: Gener
 
 
 def stream_one(lm: LocalLM, messages: Sequence[dict[str, str]], settings: GenerationSettings) -> Iterator[str]:
-    """One chat answer, streamed piece by piece (for `lmboard chat`)."""
+    """One chat answer, streamed piece by piece (for `lmboard chat`). Left early (the
+    reader stops, or Ctrl-C reaches it), the answer stops at its next token."""
     import torch
 
     text, special = render(lm, GenRequest("chat", tuple(messages)), settings)
@@ -101,15 +102,20 @@ def stream_one(lm: LocalLM, messages: Sequence[dict[str, str]], settings: Genera
     streamer = transformers_api.text_streamer(lm.tokenizer)
     gc = generation_config(lm, settings)
     torch.manual_seed(settings.seed)
+    stop = threading.Event()
 
     def work() -> None:
         with torch.inference_mode():
-            lm.model.generate(**x, generation_config=gc, streamer=streamer)
+            lm.model.generate(**x, generation_config=gc, streamer=streamer,
+                              stopping_criteria=transformers_api.stop_when(stop))
 
     th = threading.Thread(target=work, daemon=True)
     th.start()
-    yield from streamer
-    th.join()
+    try:
+        yield from streamer
+    finally:
+        stop.set()
+        th.join()
 
 
 def prefill_ids(lm: LocalLM, ids: Sequence[Sequence[int]]) -> None:

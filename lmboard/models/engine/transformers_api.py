@@ -64,6 +64,19 @@ def text_streamer(tokenizer: Any) -> Any:
     return TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
+def stop_when(event: Any) -> Any:
+    """Stopping criteria for ``generate``: stop once ``event`` (a threading.Event) is set."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            import torch
+
+            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_Stop()])
+
+
 def detach_gguf_quantizer(model: Any) -> None:
     """A GGUF file is unpacked into plain tensors of the model's dtype at load, but
     transformers keeps its GGUF quantizer attached: Trainer then refuses to train the
