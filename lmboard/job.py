@@ -81,12 +81,17 @@ class JobRun:
             self._exit.enter_context(self.store.run_lock(rid))
             i = self.identity
             self.opened = self.store.open_run(rid, i.kind, i.model, i.key, self.provenance, i.family)
-            self.store.say(describe(self.opened, rid))
         self.stored = broadcast(self.store.stored(rid) if self.main else None)
+        if self.main:
+            self.store.say(describe(self.opened, rid, self.stored, self.total))
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self._exit.close()
+    def __exit__(self, kind: type | None, *exc: Any) -> None:
+        try:
+            if kind is not None and issubclass(kind, KeyboardInterrupt) and self.main and self.store is not None:
+                self.store.set_status(self.identity.run_id, "interrupted")  # not left as running
+        finally:
+            self._exit.close()
 
     @property
     def resumed(self) -> bool:
@@ -170,10 +175,17 @@ def shard_of(items: Sequence[Any], groups: Sequence[str], provenance: dict,
     return shards[w.rank].items
 
 
-def describe(opened: OpenedRun, run: str) -> str | None:
-    """The line a command prints about a run it opens: resumed, or new and how it differs."""
+def describe(opened: OpenedRun, run: str, stored: dict[str, StoredSample] | None = None,
+             total: int = 0) -> str | None:
+    """The line a command prints about a run it opens: resumed (with what it kept), or new
+    and how it differs."""
     if opened.resumed:
-        return f"resuming run {run}"
+        if not total or stored is None:
+            return f"resuming run {run}"
+        final = sum(s.final for s in stored.values())
+        provisional = len(stored) - final
+        return (f"resuming run {run}: {final} of {total} stored" + (f", {provisional} provisional" if provisional else "")
+                + ("" if final < total else ": nothing left to compute"))
     if opened.differs_from:
         return (f"new run {run}: settings differ from run {opened.differs_from} in "
                 f"{', '.join(opened.changed) or 'the results version'}")

@@ -233,6 +233,10 @@ class Store:
             return OpenedRun(False)
         return OpenedRun(False, row[0], tuple(_changed(json.loads(row[1]), config)))
 
+    def set_status(self, run_id: str, status: str) -> None:
+        with self.conn:
+            self.conn.execute("UPDATE runs SET status = ?, updated = ? WHERE id = ?", (status, time.time(), run_id))
+
     def finish_run(self, run_id: str, summary: dict) -> None:
         with self.conn:
             self.conn.execute(

@@ -94,17 +94,26 @@ def entry() -> None:
 
 def _run(argv: list[str] | None) -> tuple[int, str | None]:
     try:
-        return _main(argv), None
+        code = _main(argv)
+        # click turns Ctrl-C into exit code 130 (Abort) before we see it
+        return code, _interrupted(argv) if code == 130 else None
     except UsageError as e:
         return 2, f"error: {e}"
     except (typer.Abort, KeyboardInterrupt):
-        return 130, "interrupted: results so far are in the store; the same command resumes"
+        return 130, _interrupted(argv)
     except Exception as e:
         from lmboard import parallel
 
         if parallel.world().parallel and not parallel.world().main:  # rank 0 reports it, then the job stops
             parallel.finish_rank(f"{type(e).__name__}: {e}")
         raise
+
+
+def _interrupted(argv: list[str] | None) -> str:
+    import shlex
+
+    again = " ".join(shlex.quote(a) for a in ["lmboard", *(sys.argv[1:] if argv is None else argv)])
+    return f"interrupted: what was done is in the store; to go on, run the same command again: {again}"
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,14 @@ def rows(db: Path) -> dict[str, tuple[float, str]]:
         con.close()
 
 
+def statuses(db: Path) -> set[str]:
+    con = sqlite3.connect(db)
+    try:
+        return {s for (s,) in con.execute("SELECT status FROM runs")}
+    finally:
+        con.close()
+
+
 def judgments(db: Path) -> dict[str, float]:
     con = sqlite3.connect(db)
     try:
@@ -76,6 +84,9 @@ def kill_and_resume(args: list[str], tmp: Path, name: str, fault: str) -> tuple[
     r = lmboard(*full, env={"LMBOARD_FAULT": fault})
     assert r.returncode == KILLED[sig], (fault, r.returncode, r.stderr[-2000:])
     assert "Traceback" not in r.stderr
+    if sig == "INT":  # Ctrl-C: the run is marked interrupted and the line says how to go on
+        assert f"to go on, run the same command again: lmboard {args[0]}" in r.stderr, r.stderr
+        assert statuses(db) == {"interrupted"}
     before = rows(db)
     again = run_cli(*full)  # the resume: the same command (in this process; only the kill needs its own)
     assert again.returncode == 0, again.stderr

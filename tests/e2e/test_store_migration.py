@@ -68,7 +68,8 @@ def test_a_schema_3_store_migrates_resumes_its_killed_run_and_shows_on_the_board
 
     r = run_cli(*KILLED, "--db", str(db), "--out", str(tmp_path / "o"))
     assert r.returncode == 0, r.stderr
-    assert f"resuming run {killed}" in r.stderr  # the same id: the new code computes the old key
+    # the same id (the new code computes the old key), and what it kept
+    assert f"resuming run {killed}: {states.count('final')} of 60 stored, {states.count('pending')} provisional" in r.stderr
     store = Store(db)
     stored, data = store.stored(killed), dict(store.samples(killed))
     after = {k: (stored[k].final, d) for k, d in data.items()}

@@ -60,6 +60,7 @@ def test_mmlu_exam_scores_the_tables_letter_logits(fake, tmp_path):
     assert acc["weighted_accuracy"] == pytest.approx(sum(s["correct"] for s in samples) / 20)
     again = run_cli(*args)  # stored: resumed, nothing scored again, the same files
     assert again.returncode == 0 and "resuming run" in again.stderr
+    assert ": 20 of 20 stored: nothing left to compute" in again.stderr
     assert [json.loads(x) for x in (tmp_path / "o" / "samples.jsonl").read_text().splitlines()] == samples
 
 
