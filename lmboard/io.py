@@ -14,9 +14,17 @@ from typing import Any
 from lmboard.errors import UsageError
 
 
+def need_file(path: Path, flag: str | None = None) -> None:
+    """A one-line error unless ``path`` is a file: a folder is named as one."""
+    where = f"{flag}: {path}" if flag else str(path)
+    if Path(path).is_dir():
+        raise UsageError(f"{where}: is a folder, not a file")
+    if not Path(path).is_file():
+        raise UsageError(f"{where}: no such file")
+
+
 def _text(path: Path, encoding: str = "utf-8") -> str:
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file")
+    need_file(path)
     try:
         return path.read_text(encoding=encoding)
     except UnicodeDecodeError as e:
@@ -78,8 +86,7 @@ def read_csv_rows(path: Path, ncols: int, header: bool) -> list[tuple[int, list[
 def read_csv_dicts(path: Path, required: tuple[str, ...] = ()) -> list[tuple[int, dict[str, str]]]:
     """(line number, row as a dict) of a CSV with a header; ``required`` columns must exist."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file")
+    need_file(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)

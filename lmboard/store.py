@@ -338,9 +338,10 @@ class Store:
 
 
 def _changed(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """The keys (dotted) whose values differ between two run configs."""
+    """The keys (dotted) whose values differ between two run configs (not the run id an
+    exam's config holds)."""
     out = []
-    for k in sorted(set(old) | set(new)):
+    for k in sorted((set(old) | set(new)) - {"run"}):
         a, b = old.get(k), new.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
             out += _changed(a, b, f"{prefix}{k}.")

@@ -16,6 +16,7 @@ from lmboard.cli.common import (
     builtin_data,
     check_out_dir,
     check_positive,
+    err,
     load_lm,
     model_spec,
     open_store,
@@ -27,6 +28,7 @@ from lmboard.cli.common import (
     split_list,
 )
 from lmboard.errors import UsageError
+from lmboard.io import need_file
 from lmboard.lm import Capability, ModelSpec
 from lmboard.models.registry import backend_capabilities, require_backend
 from lmboard.parallel import world
@@ -164,6 +166,12 @@ def _exam(spec: ModelSpec, c: Common, f: ExamFlags) -> None:
         return
     acc = write_exam_files(result, exam, settings.data, out_path)
     store.finish_run(result.run_id, {k: v for k, v in acc.items() if k != "subjects"})
+    fewer = {s: used for s, used in result.shots_used.items() if min(used) < settings.shots}
+    if fewer and not c.quiet:  # a subject's pool smaller than --shots, or prompts cut to fit the context
+        err.print(f"note: fewer than --shots {settings.shots} examples where the pool or the context held fewer: "
+                  + ", ".join(f"{s} ({sum(n < settings.shots for n in used)} of {len(used)} questions, "
+                              f"{min(used)} to {max(used)} shots)" for s, used in fewer.items()),
+                  markup=False, highlight=False, soft_wrap=True)
     if not c.quiet:
         out.print(exam_table(result.model, acc, f.subcategories, f.per_subject))
         out.print(f"results: {out_path}  (run {result.run_id}{', resumed' if result.resumed else ''})")
@@ -256,8 +264,8 @@ def _shopbench_settings(data: Path | None, f: RoutedFlags):
         raise UsageError(f"--mc-by must be generate or loglik (got {f.mc_by!r})")
     if f.responses is not None and f.mc_by == "loglik":
         raise UsageError("--responses scores given answers: --mc-by loglik would need the model")
-    if f.responses is not None and not f.responses.is_file():
-        raise UsageError(f"--responses: {f.responses}: no such file")
+    if f.responses is not None:
+        need_file(f.responses, "--responses")
     embedders = {}
     for item in f.embedder or []:
         metric, sep, path = item.partition("=")

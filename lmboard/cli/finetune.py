@@ -135,7 +135,24 @@ def _run(spec, job, train_data, show: int | None, plot: Path | None, db: Path | 
     if not quiet:
         out.print(f"adapter: {job.out}  final loss {record.get('final_loss'):.4f}, {record.get('steps')} steps, "
                   f"{record.get('tokens_per_s') or 0:.0f} tokens/s", markup=False)
-        out.print(f"evaluate: lmboard eval '{record.get('eval_spec')}'", markup=False)
+        if record.get("eval_spec"):
+            out.print(f"evaluate: {eval_command(record['eval_spec'], job.data)}", markup=False, soft_wrap=True)
+
+
+def eval_command(spec: str, data) -> str:
+    """The eval of the adapter on what it was trained for: a classification's own task,
+    data, labels, template and split (its test side, which training never saw)."""
+    import shlex
+
+    cmd = ["lmboard", "eval", spec]
+    c = data.classify
+    if c is not None:
+        cmd += ["--task", "classify", "--data", str(data.path), "--text-column", data.text_column,
+                "--label-column", data.label_column, "--labels", ",".join(f"{k}={v}" for k, v in c.labels.items()),
+                "--seed", str(c.seed)]
+        cmd += ["--split", str(data.split)] if data.split is not None else []
+        cmd += ["--template", c.template] if c.template else []
+    return " ".join(shlex.quote(x) for x in cmd)
 
 
 def _show(lm, prepared, n: int) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lmboard.errors import UsageError
 from lmboard.finetune.templates import Example
-from lmboard.io import read_csv_dicts, read_json_list, read_jsonl
+from lmboard.io import need_file, read_csv_dicts, read_json_list, read_jsonl
 from lmboard.tasks.classify import ClassifySettings, load_examples, split
 
 
@@ -53,8 +53,7 @@ def file_hash(path: Path) -> str:
 
 def load_train_data(spec: DataSpec) -> TrainData:
     path = Path(spec.path)
-    if not path.is_file():
-        raise UsageError(f"--data: {path}: no such file")
+    need_file(path, "--data")
     if spec.classify is not None:
         data = _classification(spec, path)
     else:

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from lmboard.errors import UsageError
-from lmboard.io import read_csv_dicts, read_json
+from lmboard.io import need_file, read_csv_dicts, read_json
 from lmboard.store import Store
 
 LM_EVAL_METRICS = ("acc", "acc_norm", "exact_match", "f1", "mcc")
@@ -74,8 +74,7 @@ def alpaca_entries(path: Path) -> list[dict]:
 def import_file(store: Store, path: Path) -> tuple[str, int]:
     """(run id, entries) of one imported file."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--import: {path}: no such file")
+    need_file(path, "--import")
     if path.suffix == ".json":
         doc = read_json(path)
         if not isinstance(doc, dict) or "results" not in doc:

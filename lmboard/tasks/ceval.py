@@ -34,6 +34,8 @@ class CEval(MCExam):
             self.mapping = read_json(path)
         return self.mapping
 
+    layout = "val/<subject>_val.csv, dev/<subject>_dev.csv and subject_mapping.json, C-Eval's layout"
+
     def subjects(self, data: Path) -> list[str]:
         self._load_mapping(data)
         return sorted(p.name.removesuffix("_val.csv") for p in (Path(data) / "val").glob("*_val.csv"))

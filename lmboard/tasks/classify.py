@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmboard.errors import UsageError
-from lmboard.io import read_csv_dicts, read_jsonl
+from lmboard.io import need_file, read_csv_dicts, read_jsonl
 from lmboard.registry import register_task
 from lmboard.text import has_cjk
 
@@ -74,8 +74,7 @@ class Classification:
 
 
 def _rows(path: Path, text_col: str, label_col: str) -> list[tuple[int, dict]]:
-    if not Path(path).is_file():
-        raise UsageError(f"--data: {path}: no such file")
+    need_file(Path(path), "--data")
     if Path(path).suffix == ".jsonl":
         return read_jsonl(path)
     return read_csv_dicts(path, (text_col, label_col))

@@ -39,6 +39,8 @@ class CMMLU(MCExam):
     def __init__(self) -> None:
         self.zh: dict[str, str] = {}
 
+    layout = "test/<subject>.csv, dev/<subject>.csv and categories.json, CMMLU's layout"
+
     def subjects(self, data: Path) -> list[str]:
         self.zh = _categories(Path(data) / "categories.json")["name_en2zh"]
         return sorted(p.stem for p in (Path(data) / "test").glob("*.csv"))

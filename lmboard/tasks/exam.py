@@ -73,6 +73,7 @@ class MCExam:
     answer_cue = "\nAnswer:"  # after the choices
     answer_sep = " "  # between the answer cue and the letter in few-shot examples
     drop_rule = "last"  # when too long: "last" shot first (MMLU) or "longest" first (CMMLU)
+    layout = "test/<subject>_test.csv"  # the files it reads, said when a folder has none
 
     # ---- layout (subclasses)
     def subjects(self, data: Path) -> list[str]:
@@ -106,7 +107,7 @@ class MCExam:
             raise UsageError(f"--data: {data}: no such folder")
         available = self.subjects(data)
         if not available:
-            raise UsageError(f"--data: {data}: no {self.name} test files found")
+            raise UsageError(f"--data: {data}: no {self.name} files in it (expected {data}/{self.layout})")
         for s in wanted:
             if s not in available:
                 raise UsageError(f"--subjects: unknown subject {s!r} (no test file for it in {data})")

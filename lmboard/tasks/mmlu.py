@@ -33,6 +33,8 @@ class MMLU(MCExam):
     answer_sep = " "  # "Answer: A": the letter follows a space
     drop_rule = "last"  # the original loop drops shots from the end (k -= 1)
 
+    layout = "test/<subject>_test.csv or .jsonl, the hendrycks layout (dev/<subject>_dev.csv for shots)"
+
     def subjects(self, data: Path) -> list[str]:
         test = Path(data) / "test"
         names = {p.name.removesuffix("_test.csv") for p in test.glob("*_test.csv")}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lmboard.errors import UsageError
 from lmboard.faults import fault
-from lmboard.io import read_json_list, read_jsonl
+from lmboard.io import need_file, read_json_list, read_jsonl
 from lmboard.job import Identity, JobRun, family, run_id, run_key
 from lmboard.lm import WORK_GENERATE, GeneratingLM, GenerationSettings, GenRequest
 from lmboard.store import Store
@@ -62,8 +62,7 @@ def _item(path: Path, where: str, obj: object, dataset: str) -> PromptItem:
 
 def load_prompts(path: Path) -> list[PromptItem]:
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--prompts: {path}: no such file")
+    need_file(path, "--prompts")
     dataset = path.stem
     items: list[PromptItem] = []
     if path.suffix == ".jsonl":

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lmboard.errors import UsageError
+from lmboard.io import need_file
 from lmboard.lm import GenerationSettings, GenRequest
 from lmboard.tasks.shopbench_parse import PARSER_OF_TYPE, PARSERS
 
@@ -146,8 +147,7 @@ def _route(path: Path, i: int, obj: Any) -> Route:
 def load_routes(path: Path) -> list[Route]:
     """The routes of a JSON or YAML file, validated (a bad route is a one-line error)."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--routes: {path}: no such file")
+    need_file(path, "--routes")
     text = path.read_text(encoding="utf-8")
     if path.suffix in (".yaml", ".yml"):
         import yaml

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lmboard.errors import UsageError
-from lmboard.io import read_json_list, read_jsonl
+from lmboard.io import need_file, read_json_list, read_jsonl
 from lmboard.metrics.shopbench import METRIC_NAMES
 from lmboard.registry import register_task
 from lmboard.tasks.routes import Route, route_for
@@ -106,8 +106,7 @@ def _row(path: Path, index: int, line: int, obj: Any) -> Row:
 def load_rows(path: Path) -> list[Row]:
     """Every row of a ShopBench file, validated (a bad row is a one-line error naming its line)."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--data: {path}: no such file")
+    need_file(path, "--data")
     head = path.read_text(encoding="utf-8", errors="replace").lstrip()[:1]
     if head == "[":
         pairs = [(i + 1, obj) for i, obj in enumerate(read_json_list(path, "rows"))]

@@ -22,6 +22,15 @@ def test_missing_data_folder(tmp_path):
     check(lmboard("eval", "smollm2", "--data", str(tmp_path / "nope"), "--db", str(tmp_path / "db")), "no such folder")
 
 
+def test_a_folder_where_a_file_is_expected_and_a_folder_without_the_layout(tmp_path):
+    check(lmboard("eval", "smollm2", "--task", "classify", "--data", str(tmp_path), "--labels", "0=a,1=b",
+                  "--db", str(tmp_path / "db")), f"--data: {tmp_path}: is a folder, not a file")
+    check(lmboard("eval", "smollm2", "--data", str(tmp_path), "--db", str(tmp_path / "db")),
+          f"no mmlu files in it (expected {tmp_path}/test/<subject>_test.csv", "hendrycks layout")
+    check(lmboard("eval", "smollm2", "--task", "cmmlu", "--data", str(tmp_path), "--db", str(tmp_path / "db")),
+          "categories.json")
+
+
 def test_unknown_subject(tmp_path):
     check(lmboard("eval", "--data", str(MMLU), "--subjects", "anatomy,basket_weaving", "--db", str(tmp_path / "db")),
           "basket_weaving")
@@ -81,3 +90,14 @@ def test_unknown_scheduler(tmp_path):
                   "--db", str(tmp_path / "db")), "--scheduler: scheduler must be one of continuous, static")
     check(lmboard("speed", "smollm2", "--scheduler", "eager", "--db", str(tmp_path / "db")),
           "--scheduler: scheduler must be one of continuous, static")
+
+
+def test_fewer_shots_than_asked_are_said(sp_model_dir, tmp_path):
+    """A subject of one row and no dev split has no example to show: said, not silent."""
+    (tmp_path / "one" / "test").mkdir(parents=True)
+    first = (MMLU / "test" / "anatomy_test.csv").read_text(encoding="utf-8").splitlines()[0]
+    (tmp_path / "one" / "test" / "anatomy_test.csv").write_text(first + "\n", encoding="utf-8")
+    r = lmboard("eval", f"hf:{sp_model_dir}", "--data", str(tmp_path / "one"), "--shots", "5",
+                "--db", str(tmp_path / "db"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    assert "note: fewer than --shots 5 examples" in r.stderr and "anatomy (1 of 1 questions, 0 to 0 shots)" in r.stderr

@@ -189,6 +189,17 @@ def test_eval_refuses_rows_the_adapter_was_trained_on(sp_model_dir, tmp_path):
     check(lmboard(*base), "of the 20 test rows", "were used to train", "--split 0.5 --seed 7")
     check(lmboard(*base, "--split", "0.5", "--seed", "8"), "were used to train")
     assert lmboard(*base, "--split", "0.5", "--seed", "7").returncode == 0
+    # the command the fine-tune prints runs the classification on the rows it held out
+    r = lmboard("finetune", f"hf:{sp_model_dir}", "--db", str(tmp_path / "db"), "--data", str(f), "--out",
+                str(tmp_path / "a"), "--max-steps", "1", *cls)
+    (line,) = [x for x in r.stdout.splitlines() if x.startswith("evaluate: ")]
+    import shlex
+
+    printed = shlex.split(line.removeprefix("evaluate: "))
+    assert printed[:2] == ["lmboard", "eval"] and "--task" in printed and "--split" in printed
+    again = lmboard(*printed[1:], "-q", "--db", str(tmp_path / "db"), "--out", str(tmp_path / "printed"))
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "printed" / "classify.json").read_text())["n"] == 10
 
 
 def test_continuing_an_adapter_keeps_the_rows_of_both_runs_out_of_eval(sp_model_dir, tmp_path):

@@ -42,6 +42,9 @@ def test_pending_samples_and_run_families(tmp_path):
     opened = store.open_run("b", "exam", "m", {"dtype": "bfloat16", "shots": 5}, {}, family="f")
     assert (opened.resumed, opened.differs_from, opened.changed) == (False, "a", ("dtype",))
     assert store.open_run("a", "exam", "m", {}, {}, family="f").resumed
+    # an exam's config holds its own run id: never named as a difference
+    store.open_run("c", "exam", "m", {"shots": 5, "run": "c"}, {}, family="g")
+    assert store.open_run("d", "exam", "m", {"shots": 0, "run": "d"}, {}, family="g").changed == ("shots",)
     with store.run_lock("a"):
         pass
 
