@@ -118,12 +118,20 @@ def stream_one(lm: LocalLM, messages: Sequence[dict[str, str]], settings: Genera
         th.join()
 
 
-def prefill_ids(lm: LocalLM, ids: Sequence[Sequence[int]]) -> None:
-    """One forward over equal-length prompts (timed alone by ``lmboard speed``)."""
+def prefill_ids(lm: LocalLM, pm: Any, ids: Sequence[Sequence[int]]) -> None:
+    """One forward over equal-length prompts, keys and values kept (timed alone by
+    ``lmboard speed``), on the forward that ``decode_exactly`` prefills with: the packed
+    model ``pm``, or transformers'. (On transformers' forward while decoding ran packed,
+    the prefill timed alone took longer than the first token of a whole generation.)"""
     import torch
 
-    x = torch.tensor([list(r) for r in ids], device=lm.device)
     with torch.inference_mode():
+        if pm is not None:
+            from lmboard.models.engine.packed import Segment
+
+            pm.forward([Segment(list(r), None) for r in ids], kv_out=True)
+            return
+        x = torch.tensor([list(r) for r in ids], device=lm.device)
         lm.model(input_ids=x, attention_mask=torch.ones_like(x), use_cache=True, logits_to_keep=1)
 
 

@@ -99,7 +99,7 @@ class Runtime:
         return stream_one(self.lm, messages, settings)
 
     def prefill(self, ids: Sequence[Sequence[int]]) -> None:
-        prefill_ids(self.lm, ids)
+        prefill_ids(self.lm, self.packed() if self.settings.scheduler == "continuous" else None, ids)
 
     def decode_exactly(self, ids: Sequence[Sequence[int]], new_tokens: int,
                        on_step: Callable[[], None]) -> list[list[int]]:
