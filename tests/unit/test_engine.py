@@ -121,6 +121,18 @@ def test_pack_segments_budget_order_and_prefix_runs():
     assert pack_segments(segs, 100, one_prefix=True) == [[0, 1], [2], [3], [4]]
 
 
+def test_a_batch_runs_on_at_most_max_caches_prefix_caches():
+    """Label tokens on each review's own prompt cache: a few tokens each, so the token
+    budget alone packed every review's cache into one batch (5.2 GB for 60 reviews)."""
+    from lmboard.models.engine.plan import MAX_CACHES, Segment, pack_segments
+
+    segs = [Segment(ScoreItem(str(i), []), (i // 2, 40), [0] * 3) for i in range(40)]
+    packed = pack_segments(segs, 10_000, one_prefix=False)
+    assert [i for b in packed for i in b] == list(range(40))
+    assert all(len({segs[i].ref[0] for i in b}) <= MAX_CACHES for b in packed)
+    assert len(packed) == 3
+
+
 def test_out_of_memory_backs_off_and_gives_the_same_answers(tiny_sp):
     items = real_items(tiny_sp, limit=8)
     targets = [5, 6, 7, 8]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 KEEP_CACHES = 8  # prefix caches kept for reuse by later prefixes (a trie, flattened)
 MIN_SHARED = 16  # tokens in common worth reusing
 BOUNDARY_SLACK = 8  # ids a prefix may lose at its end to a merge (or an appended special token)
+MAX_CACHES = 8  # prefix caches one batch may run on (each is held, whole, while it runs)
 
 
 @dataclass
@@ -146,6 +147,26 @@ def plan_segments(groups: list[Group], base: list[int | None], reuse: list[int])
     return segs, cached
 
 
+def _capped(lengths: Sequence[int], caches: Sequence[int | None], budget: int) -> list[list[int]]:
+    """``in_order``, a batch also closed before it would hold more than MAX_CACHES caches."""
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    held: set[int] = set()
+    total = 0
+    for i, (n, c) in enumerate(zip(lengths, caches, strict=True)):
+        more = c is not None and c not in held
+        if cur and (total + n > budget or (more and len(held) >= MAX_CACHES)):
+            batches.append(cur)
+            cur, held, total = [], set(), 0
+        cur.append(i)
+        total += n
+        if c is not None:
+            held.add(c)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
 def in_order(lengths: Sequence[int], budget: int) -> list[list[int]]:
     """Consecutive indices in batches of at most ``budget`` tokens in all (one over-long item runs alone)."""
     batches: list[list[int]] = []
@@ -164,9 +185,12 @@ def in_order(lengths: Sequence[int], budget: int) -> list[list[int]]:
 
 def pack_segments(segs: list[Segment], budget: int, one_prefix: bool) -> list[list[int]]:
     """Consecutive segments in batches of at most ``budget`` tokens (padded tokens when
-    the runner pads: count x longest, and one prefix per batch)."""
+    the runner pads: count x longest, and one prefix per batch) and of at most
+    MAX_CACHES prefix caches: a batch's caches are all held while it runs, and a
+    classification's label tokens (a few tokens on each review's own prompt) once packed
+    hundreds of reviews' caches into one batch (5.2 GB for 60 reviews of SmolLM2)."""
     if not one_prefix:
-        return in_order([len(s.ids) for s in segs], budget)
+        return _capped([len(s.ids) for s in segs], [s.ref[0] if s.ref else None for s in segs], budget)
     batches: list[list[int]] = []
     cur: list[int] = []
     longest = 0
@@ -183,16 +207,22 @@ def pack_segments(segs: list[Segment], budget: int, one_prefix: bool) -> list[li
 
 
 def last_need(plan: Plan) -> dict[int, int]:
-    """The last batch that needs each cache; a cache others grow from lives as long as they do."""
+    """The last batch that needs each cache. A cache others grow from lives until the
+    last of them is computed (their first batch; the copy they grew is their own), not
+    as long as they do: kept until its children's last batches, every review's cache of a
+    classification stayed alive through the run (a chain of eight-back parents)."""
     need: dict[int, int] = {}
+    first: dict[int, int] = {}
     for bi, batch in enumerate(plan.batches):
         for i in batch:
             if plan.segs[i].ref is not None:
                 need[plan.segs[i].ref[0]] = bi
-    for j in reversed(range(len(plan.groups))):
+                first.setdefault(plan.segs[i].ref[0], bi)
+    for j in reversed(range(len(plan.groups))):  # a parent comes before its children
         b = plan.base[j]
-        if b is not None and j in plan.cached:
-            need[b] = max(need.get(b, 0), need.get(j, 0))
+        if b is not None and j in plan.cached and j in first:
+            first[b] = min(first.get(b, first[j]), first[j])  # computed by the time its child is
+            need[b] = max(need.get(b, 0), first[j])
     return need
 
 
