@@ -102,7 +102,10 @@ class JobRun:
         return dict(self.store.samples(self.identity.run_id))
 
     def done(self, summary: dict) -> None:
-        self.store.finish_run(self.identity.run_id, summary)
+        """The run is done: its summary, and this process's peak memory in its provenance."""
+        from lmboard.peak import peak_memory
+
+        self.store.finish_run(self.identity.run_id, summary, peak_memory())
 
     # ---- sharding
     def shard(self, items: Sequence[Any], groups: Sequence[str], weights: Sequence[int] | None = None) -> list[int]:

@@ -237,12 +237,16 @@ class Store:
         with self.conn:
             self.conn.execute("UPDATE runs SET status = ?, updated = ? WHERE id = ?", (status, time.time(), run_id))
 
-    def finish_run(self, run_id: str, summary: dict) -> None:
+    def finish_run(self, run_id: str, summary: dict, peak_memory: dict | None = None) -> None:
+        """The run is done: its summary, and the process's peak memory into its provenance."""
         with self.conn:
             self.conn.execute(
                 "UPDATE runs SET status = 'done', updated = ?, summary = ? WHERE id = ?",
                 (time.time(), json.dumps(summary, default=float), run_id),
             )
+            if peak_memory is not None:
+                self.conn.execute("UPDATE runs SET provenance = json_set(coalesce(provenance, '{}'), '$.peak_memory', "
+                                  "json(?)) WHERE id = ?", (json.dumps(peak_memory), run_id))
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         cur = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,))

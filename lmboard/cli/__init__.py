@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         return code
     if why:
         print(why, file=sys.stderr)
+    elif code == 0:
+        from lmboard.cli.common import say_peak_memory
+
+        say_peak_memory()
     parallel.leave(code)
     return code
 

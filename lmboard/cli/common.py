@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from lmboard.errors import UsageError
-from lmboard.lm import LM, GenerationSettings, ModelSpec
+from lmboard.lm import LM, Capability, GenerationSettings, ModelSpec
 from lmboard.models.registry import load_model
 from lmboard.models.spec import parse_model_spec
 
@@ -85,7 +85,20 @@ def load_lm(spec: ModelSpec, quiet: bool, threads: int | None = None) -> LM:
     set_threads(threads, quiet)
     lm = load_model(spec)
     lm.check()
+    if not quiet and Capability.TIMING in lm.capabilities:  # weights in this process: its peak matters
+        _PEAK_LINE[0] = True
     return lm
+
+
+_PEAK_LINE = [False]
+
+
+def say_peak_memory() -> None:
+    """At the end of a command that ran a local model (not --quiet): the process's peak memory."""
+    if _PEAK_LINE[0]:
+        from lmboard.peak import describe, peak_memory
+
+        err.print(describe(peak_memory()), markup=False, highlight=False)
 
 
 def open_store(db: Path | None, quiet: bool):

@@ -32,6 +32,7 @@ from lmboard.io import need_file
 from lmboard.lm import Capability, ModelSpec
 from lmboard.models.registry import backend_capabilities, require_backend
 from lmboard.parallel import world
+from lmboard.peak import peak_memory
 from lmboard.registry import TASKS
 
 EXAM = "Exam options (--task mmlu, cmmlu, ceval)"
@@ -165,7 +166,7 @@ def _exam(spec: ModelSpec, c: Common, f: ExamFlags) -> None:
     if result is None:  # another rank: its results went to rank 0
         return
     acc = write_exam_files(result, exam, settings.data, out_path)
-    store.finish_run(result.run_id, {k: v for k, v in acc.items() if k != "subjects"})
+    store.finish_run(result.run_id, {k: v for k, v in acc.items() if k != "subjects"}, peak_memory())
     fewer = {s: used for s, used in result.shots_used.items() if min(used) < settings.shots}
     if fewer and not c.quiet:  # a subject's pool smaller than --shots, or prompts cut to fit the context
         err.print(f"note: fewer than --shots {settings.shots} examples where the pool or the context held fewer: "

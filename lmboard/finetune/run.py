@@ -6,7 +6,6 @@ killed run keeps it, and the same command resumes from the newest complete check
 
 from __future__ import annotations
 
-import resource
 import shutil
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from lmboard.finetune.masking import Encoded, encode_examples
 from lmboard.finetune.train import StepLog, TrainJob, TrainSettings, run_training
 from lmboard.job import Identity, JobRun, family, run_id, run_key
 from lmboard.lm import TrainableLM
+from lmboard.peak import peak_rss_mb
 from lmboard.store import Store
 from lmboard.text import template_hash
 
@@ -131,7 +131,7 @@ def run_finetune(lm: TrainableLM, job: FinetuneJob, store: Store, status: Status
         curve = [s for _, s in sorted(run.samples().items())]
         record.update(status="done", **stats, final_loss=curve[-1]["loss"] if curve else None,
                       training_seconds=time.perf_counter() - t0, loss_curve=[(s["step"], s["loss"]) for s in curve],
-                      peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      peak_memory_mb=peak_rss_mb(),
                       eval_spec=f"{job.spec_text},adapter={job.out}" if job.spec_text else None)
         provenance.write(job.out, record)
         _merge_if_asked(lm, job, record, model)

@@ -21,6 +21,7 @@ from lmboard.judge.board import (
 from lmboard.judge.judges import Comparison, Judge, JudgeSettings
 from lmboard.metrics.bootstrap import bootstrap_mean_ci
 from lmboard.parallel import broadcast, world
+from lmboard.peak import peak_memory
 from lmboard.store import Store
 from lmboard.text import stable_hash
 
@@ -139,7 +140,8 @@ def _record_runs(store: Store, settings: JudgeSettings, reference: str, plan: li
             samples.append((f"{k:06d}", {"instruction": c.instruction, "output": c.output, "reference": c.reference,
                                          **{x: rec.get(x) for x in ("preference", "score") if x in rec}}))
         store.add_samples(rid, samples)
-        store.finish_run(rid, {**rows[gen], "judge": settings.spec.display_name, "reference": reference})
+        store.finish_run(rid, {**rows[gen], "judge": settings.spec.display_name, "reference": reference},
+                         peak_memory())
 
 
 def _single_row(gen: str, recs: list[dict], n_boot: int, seed: int, judge: str) -> dict:

@@ -329,30 +329,16 @@ def memory(device: Any, reset: bool = False) -> dict[str, float]:
     allocated and reserved on a GPU. ``reset``: start a new peak."""
     import torch
 
+    from lmboard.peak import peak_rss_mb, reset_rss_peak
+
     cuda = getattr(device, "type", "cpu") == "cuda"
     if reset:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-        except OSError:
-            pass
+        reset_rss_peak()
         return {}
-    out = {"peak_rss_mb": _peak_rss_mb()}
+    out = {"peak_rss_mb": peak_rss_mb()}
     if cuda:
         out.update(max_allocated_mb=torch.cuda.max_memory_allocated() / 2**20,
                    max_reserved_mb=torch.cuda.max_memory_reserved() / 2**20)
     return out
-
-
-def _peak_rss_mb() -> float:
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

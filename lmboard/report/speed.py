@@ -40,6 +40,17 @@ def endpoint_table(rows: list[dict], title: str):
 
 
 def plot(rows: list[dict], path: Path, x_key: str, title: str) -> None:
+    """Throughput and TTFT against the batch size (or the load), in two panels whose value
+    axes start at zero. (One panel with a second axis autoscaled each line to its own
+    range: two batch sizes drew both as the same diagonal, whatever the numbers.)"""
+    fig = figure(rows, x_key, title)
+    fig.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def figure(rows: list[dict], x_key: str, title: str):
     try:
         import matplotlib
 
@@ -48,17 +59,23 @@ def plot(rows: list[dict], path: Path, x_key: str, title: str) -> None:
     except ImportError as e:
         raise UsageError("--plot needs matplotlib: pip install matplotlib") from e
     xs = [r[x_key] for r in rows]
-    tput = [r.get("decode_tokens_per_s") or r.get("output_tokens_per_s") for r in rows]
+    tput = [r.get("decode_tokens_per_s") or r.get("output_tokens_per_s") or 0.0 for r in rows]
     ttft = [(r["ttft_s"] or {}).get("median", float("nan")) * 1000 for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(xs, tput, "o-", color="tab:blue")
-    ax.set_xlabel(x_key.replace("_", " "))
-    ax.set_ylabel("output tokens/s", color="tab:blue")
-    ax.set_xscale("log", base=2)
-    ax2 = ax.twinx()
-    ax2.plot(xs, ttft, "s--", color="tab:red")
-    ax2.set_ylabel("TTFT (ms, median)", color="tab:red")
-    ax.set_title(title)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8), sharex=True)
+    for ax, ys, label, color, fmt in ((left, tput, "output tokens/s", "tab:blue", "{:.0f}"),
+                                      (right, ttft, "TTFT, median (ms)", "tab:red", "{:.0f}")):
+        ax.plot(xs, ys, "o-", color=color)
+        for x, y in zip(xs, ys, strict=True):
+            if y == y:  # not NaN
+                ax.annotate(fmt.format(y), (x, y), textcoords="offset points", xytext=(0, 6), ha="center",
+                            fontsize=8)
+        ax.set_ylim(bottom=0, top=max([y for y in ys if y == y] or [1]) * 1.2)
+        ax.set_xlabel(x_key.replace("_", " "))
+        ax.set_ylabel(label)
+        if len(xs) > 1 and min(xs) > 0:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(xs, [str(x) for x in xs])
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig

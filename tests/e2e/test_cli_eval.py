@@ -58,6 +58,12 @@ def test_must_show_command_writes_files_and_accuracies_recompute(tmp_path):
     con = sqlite3.connect(tmp_path / "db.sqlite")
     assert con.execute("select count(*) from samples").fetchone()[0] == 100
     assert con.execute("select status from runs").fetchone()[0] == "done"
+    # the process's peak memory: said at the end, and in the run's provenance
+    said = [line for line in r.stderr.splitlines() if line.startswith("peak memory: ")]
+    assert len(said) == 1 and said[0].endswith(" GB resident"), r.stderr
+    peak = json.loads(con.execute("select provenance from runs").fetchone()[0])["peak_memory"]
+    assert float(said[0].split()[2]) == pytest.approx(peak["peak_rss_mb"] / 1024, abs=0.02)
+    assert 200 < peak["peak_rss_mb"] < 16_000
 
 
 def test_a_job_writing_to_a_log_prints_progress_lines_and_no_bars(tmp_path):
