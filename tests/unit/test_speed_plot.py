@@ -21,7 +21,7 @@ def test_throughput_and_ttft_lines_differ_and_start_at_zero(tmp_path):
     assert list(tput_line.get_ydata()) == [30.0, 100.0] and list(ttft_line.get_ydata()) == [50.0, 120.0]
     # where the points land in each panel (axes fraction): a 30 -> 100 rise and a 50 -> 120 one differ
     def heights(ax, line):
-        return [ax.transLimits.transform((x, y))[1] for x, y in zip(line.get_xdata(), line.get_ydata())]
+        return [ax.transLimits.transform((x, y))[1] for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)]
     assert heights(tput_ax, tput_line) != pytest.approx(heights(ttft_ax, ttft_line), abs=0.02)
     texts = {t.get_text() for ax in fig.axes for t in ax.texts}
     assert {"30", "100", "50", "120"} <= texts  # every point says its value
