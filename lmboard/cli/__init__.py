@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     from lmboard import cpu, parallel
 
     cpu.start()  # the clock of the cores other processes keep busy (the default --threads)
+    from lmboard.cli.common import forget_peak_line
+
+    forget_peak_line()  # a command in the same process (the tests' in-process CLI) starts afresh
     w = parallel.world()  # under torchrun: every rank joins the job before anything can fail
     code, why = _run(argv)
     parallel.job_over()

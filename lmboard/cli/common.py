@@ -49,7 +49,7 @@ def model_spec(text: str, dtype: str | None = None, **options: object) -> ModelS
     return spec
 
 
-def set_threads(threads: int | None, quiet: bool = True) -> int:
+def choose_threads(threads: int | None) -> tuple[int, str | None]:
     """Torch's intra-op threads: ``--threads``, else one for each core this process may use
     that other processes leave idle (lmboard/cpu.py: a thread waiting at a barrier for a
     core another process holds makes the whole run crawl); under torchrun the node's cores
@@ -57,22 +57,22 @@ def set_threads(threads: int | None, quiet: bool = True) -> int:
     from lmboard import cpu
     from lmboard.parallel import threads_per_rank, world
 
-    n = threads
+    n, note = threads, None
     if n is None:
         cores = cpu.available_cores()
         n = threads_per_rank(cores)
         if not world().parallel:  # ranks measure each other as busy: they split the node instead
             busy = cpu.busy_others()
             n = cpu.idle_cores(cores, busy)
-            if n < cores and not quiet:
-                err.print(f"note: other processes keep {busy:.1f} of this process's {cores} cores busy: running on "
-                          f"{n} thread{'s' if n > 1 else ''} (--threads N to choose)", markup=False, highlight=False)
+            if n < cores:
+                note = (f"note: other processes keep {busy:.1f} of this process's {cores} cores busy: running on "
+                        f"{n} thread{'s' if n > 1 else ''} (--threads N to choose)")
     if n < 1:
         raise UsageError(f"--threads must be >= 1 (got {n})")
     import torch
 
     torch.set_num_threads(n)
-    return n
+    return n, note
 
 
 def load_lm(spec: ModelSpec, quiet: bool, threads: int | None = None) -> LM:
@@ -82,15 +82,21 @@ def load_lm(spec: ModelSpec, quiet: bool, threads: int | None = None) -> LM:
         os.environ["TQDM_DISABLE"] = "1"
         if "transformers" in sys.modules:  # already imported: the variable is read at import
             sys.modules["transformers"].utils.logging.disable_progress_bar()
-    set_threads(threads, quiet)
+    _, note = choose_threads(threads)
     lm = load_model(spec)
     lm.check()
+    if note and not quiet:  # after the checks: a bad spec's error stays one line
+        err.print(note, markup=False, highlight=False)
     if not quiet and Capability.TIMING in lm.capabilities:  # weights in this process: its peak matters
         _PEAK_LINE[0] = True
     return lm
 
 
 _PEAK_LINE = [False]
+
+
+def forget_peak_line() -> None:
+    _PEAK_LINE[0] = False
 
 
 def say_peak_memory() -> None:

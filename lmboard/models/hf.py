@@ -85,15 +85,54 @@ class HFModel:
                               Capability.TIMING, Capability.TRAIN})
 
     def __init__(self, spec: ModelSpec):
+        """The tokenizer and config now, the weights when an inference method first needs
+        them (hf_load.describe): a rerun of a finished run reprints it without them."""
+        import torch
+
         from lmboard.models.engine.runtime import Runtime
 
         self.spec = spec
-        o: HFOptions = spec.options
-        loaded = hf_load.load(spec)
-        self.tokenizer, self.model, self.device = loaded.tokenizer, loaded.model, loaded.device
-        self.dtype_name, self.max_length, self.loaded = loaded.dtype_name, loaded.max_length, loaded
-        self.exact_weights = loaded.exact_weights  # read by the runtime's float32 recheck
-        self.runtime = Runtime(self, runtime_settings(o))
+        self._box: list[hf_load.Loaded | None] = [None]  # shared by with_runtime's copies
+        self.described = hf_load.describe(spec)
+        if self.described is None:
+            self._take(hf_load.load(spec))
+        else:
+            d = self.described
+            self.tokenizer, self.device, self.dtype_name, self.max_length = (
+                d.tokenizer, torch.device(d.device), d.dtype_name, d.max_length)
+        self.runtime = Runtime(self, runtime_settings(spec.options))
+
+    def _take(self, loaded: hf_load.Loaded) -> None:
+        if self.described is None:
+            self.tokenizer = loaded.tokenizer  # else the described one (the same files) stays
+        self.device, self.dtype_name, self.max_length = loaded.device, loaded.dtype_name, loaded.max_length
+        self._box[0] = loaded
+
+    @property
+    def _loaded(self) -> hf_load.Loaded | None:
+        return self._box[0]
+
+    @property
+    def loaded(self) -> hf_load.Loaded:
+        if self._box[0] is None:
+            self._take(hf_load.load(self.spec, self.described.keep))
+        return self._box[0]
+
+    @property
+    def model(self) -> Any:
+        return self.loaded.model
+
+    @property
+    def exact_weights(self) -> dict[str, Any] | None:  # read by the runtime's float32 recheck
+        return self.loaded.exact_weights
+
+    @property
+    def weights_loaded(self) -> bool:
+        return self._loaded is not None
+
+    @property
+    def config(self) -> Any:
+        return self._loaded.model.config if self._loaded is not None else self.described.config
 
     def with_runtime(self, **options: Any) -> HFModel:
         """The same loaded model run with other runtime options (``runtime_option`` fields:
@@ -136,7 +175,8 @@ class HFModel:
     def eos_token_ids(self) -> list[int]:
         """Every end-of-turn id: the generation config's, the tokenizer's, <|im_end|>/<|eot_id|>..."""
         ids: list[int] = []
-        gc_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        gen = self._loaded.model.generation_config if self._loaded is not None else self.described.generation_config
+        gc_eos = getattr(gen, "eos_token_id", None)
         for v in (gc_eos if isinstance(gc_eos, list) else [gc_eos]):
             if v is not None:
                 ids.append(int(v))
@@ -195,10 +235,10 @@ class HFModel:
     def info(self) -> dict[str, Any]:
         import torch
 
-        tok, loaded = self.tokenizer, self.loaded
+        tok, d, loaded = self.tokenizer, self.described, self._loaded
         return {
             "model_spec": self.spec.to_dict(),
-            "model_class": type(self.model).__name__,
+            "model_class": type(loaded.model).__name__ if loaded else (d.config.architectures or ["?"])[0],
             "dtype": self.dtype_name,
             "dtype_requested": self.spec.options.dtype,
             "device": str(self.device),
@@ -212,10 +252,9 @@ class HFModel:
                 "eos_token": tok.eos_token,
             },
             "context_length": self.max_length,
-            "gguf_cache": loaded.gguf_cache,
-            "attention": self.model.config._attn_implementation,
-            "float32_recheck_on": loaded.exact_source,
+            "gguf_cache": loaded.gguf_cache if loaded else d.gguf_cache,
+            "float32_recheck_on": loaded.exact_source if loaded else d.exact_source,
             "threads": torch.get_num_threads(),
             **({"gpu": torch.cuda.get_device_name(self.device)} if self.device.type == "cuda" else {}),
-            "versions": loaded.versions,
+            "versions": loaded.versions if loaded else d.versions,
         }

@@ -12,7 +12,7 @@ from typing import Any
 
 from lmboard.errors import MissingDependency, UsageError
 from lmboard.lm import ModelSpec
-from lmboard.text import stable_hash
+from lmboard.models.gguf_cache import gguf_cache_dir, save_gguf_cache
 from lmboard.version import __version__
 
 
@@ -31,29 +31,106 @@ class Loaded:
     versions: dict[str, str]
 
 
-def load(spec: ModelSpec) -> Loaded:
-    """Load ``spec``'s tokenizer and model (its adapter merged), on its device, in its dtype."""
+@dataclass
+class Described:
+    """What a model is without its weights: enough for a job to tokenize its prompts,
+    name its run and find what the store holds, so a finished run loads no weights."""
+
+    tokenizer: Any
+    config: Any
+    generation_config: Any
+    device: str
+    dtype_name: str
+    keep: bool  # load in float32 and keep the originals (decided once: free memory moves)
+    exact_source: str
+    gguf_cache: str | None
+    max_length: int
+    versions: dict[str, str]
+
+
+def _imports() -> tuple[Any, Any]:
     try:
         import torch
         import transformers
     except ImportError as e:
         raise MissingDependency("transformers", "'lmboard'") from e
-    import platform
-
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    o = spec.options
-    device = choose_device(o.device) if o.device_map is None else "auto"
-    dtype_name = choose_dtype(o.dtype, device if o.device_map is None else "cuda")
     # transformers warns that packed GGUF weights prefer float32 even when it has
     # unpacked them (no kernel): the weights are plain tensors of our dtype.
     transformers.utils.logging.set_verbosity_error()
-    if os.environ.get("TQDM_DISABLE") == "1":  # --quiet: its "Loading weights" bar too
+    if os.environ.get("TQDM_DISABLE") == "1":  # --quiet or a log: its "Loading weights" bar too
         transformers.utils.logging.disable_progress_bar()
+    return torch, transformers
+
+
+def _decide(spec: ModelSpec) -> tuple[str, str, bool, tuple[str, str | None]]:
+    """(device, dtype name, keep float32 originals, where)."""
+    o = spec.options
+    device = choose_device(o.device) if o.device_map is None else "auto"
+    dtype_name = choose_dtype(o.dtype, device if o.device_map is None else "cuda")
     # A reduced dtype rounds weights stored wider (a GGUF file's dequantized blocks, a
     # float32 checkpoint): the model then loads in float32 and keeps those originals
     # for the float32 recheck (exact_weights), so that a rechecked answer is the
     # float32 model's, not float32 arithmetic on rounded weights.
-    keep = _keeps_float32(o, device, dtype_name, where := locate(spec))
+    where = locate(spec)
+    return device, dtype_name, _keeps_float32(o, device, dtype_name, where), where
+
+
+def _versions(torch: Any, transformers: Any) -> dict[str, str]:
+    import platform
+
+    return {"lmboard": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
+
+def describe(spec: ModelSpec) -> Described | None:
+    """The model without its weights, where that is cheap: a folder, a hub id, or a GGUF
+    file already unpacked into the cache, with a local adapter (merged when the weights
+    load); None where the weights load at once (a GGUF not yet unpacked, device_map,
+    load_in, an adapter folder that is not one)."""
+    o = spec.options
+    if o.device_map or o.load_in:
+        return None
+    if o.adapter and not (Path(o.adapter).expanduser() / "adapter_config.json").is_file():
+        return None  # the load says what is wrong with it, before any work
+    torch, transformers = _imports()
+    device, dtype_name, keep, (where, gguf) = _decide(spec)
+    cached = None
+    if gguf:
+        cached = gguf_cache_dir(where, gguf, "float32" if keep else dtype_name)
+        if cached is None or not (cached / "complete").is_file():
+            return None
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    folder = str(cached) if cached is not None else where
+    kwargs: dict[str, Any] = {"trust_remote_code": o.trust_remote_code}
+    if o.revision and cached is None:
+        kwargs["revision"] = o.revision
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+        config = AutoConfig.from_pretrained(folder, **kwargs)
+    except (OSError, ValueError):
+        return None  # the full load says what is wrong
+    try:
+        gen = GenerationConfig.from_pretrained(folder, **kwargs)
+    except (OSError, ValueError):
+        gen = GenerationConfig.from_model_config(config)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    source = ("float32 originals of the checkpoint's weights" if keep else
+              "float32 weights" if dtype_name == "float32" else upcast_note((where, gguf)))
+    return Described(tokenizer, config, gen, device, dtype_name, keep, source,
+                     str(cached) if cached is not None else None,
+                     _context_length(config, tokenizer), _versions(torch, transformers))
+
+
+def load(spec: ModelSpec, keep: bool | None = None) -> Loaded:
+    """Load ``spec``'s tokenizer and model (its adapter merged), on its device, in its
+    dtype. ``keep``: describe()'s decision on the float32 originals, where it was made."""
+    torch, transformers = _imports()
+    o = spec.options
+    device, dtype_name, keep_now, where = _decide(spec)
+    keep = keep_now if keep is None else keep
     tokenizer, model, gguf_cache = _load(spec, torch.float32 if keep else getattr(torch, dtype_name))
     if o.adapter:
         model = _apply_adapter(model, o.adapter)
@@ -65,10 +142,8 @@ def load(spec: ModelSpec) -> Loaded:
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    versions = {"lmboard": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                "python": platform.python_version()}
     return Loaded(tokenizer, model, next(model.parameters()).device, dtype_name, exact, source, gguf_cache,
-                  _context_length(model, tokenizer), versions)
+                  _context_length(model.config, tokenizer), _versions(torch, transformers))
 
 
 def _keeps_float32(o: Any, device: str, dtype_name: str, where: tuple[str, str | None]) -> bool:
@@ -143,8 +218,8 @@ def _apply_adapter(model: Any, adapter: str) -> Any:
     return peft_model.merge_and_unload()
 
 
-def _context_length(model: Any, tokenizer: Any) -> int:
-    cfg = model.config.get_text_config()
+def _context_length(config: Any, tokenizer: Any) -> int:
+    cfg = config.get_text_config()
     for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         v = getattr(cfg, attr, None)
         if isinstance(v, int) and v > 0:
@@ -270,58 +345,6 @@ def bitsandbytes(load_in: str):
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_8bit=load_in == "8bit", load_in_4bit=load_in == "4bit")
-
-
-def gguf_cache_dir(where: str, gguf: str, dtype: str) -> Path | None:
-    """Where the unpacked copy of a local GGUF file lives (None: caching is off).
-
-    transformers unpacks GGUF blocks into dense tensors at every load (seconds of
-    work per load); the unpacked tensors are saved once and loaded directly after.
-    The key covers the file's path, size and mtime, the dtype and library version.
-    """
-    import transformers
-
-    if os.environ.get("LMBOARD_GGUF_CACHE", "1") == "0":
-        return None
-    path = Path(where) / gguf
-    if not path.is_file():
-        return None
-    st = path.stat()
-    key = stable_hash([str(path.resolve()), st.st_size, st.st_mtime_ns, dtype, transformers.__version__])
-    root = Path(os.environ.get("LMBOARD_CACHE", Path.home() / ".cache" / "lmboard"))
-    return root / "gguf" / f"{path.stem}-{dtype}-{key}"
-
-
-def save_gguf_cache(target: Path, model, tokenizer) -> str | None:
-    """Save atomically (a temp folder renamed into place); failure only costs speed."""
-    import shutil
-    import tempfile
-
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-        model.config.architectures = model.config.architectures or [type(model).__name__]
-        # The GGUF quantizer marks the model unserializable even once unpacked; the
-        # tensors are plain now, so save them without it.
-        quantizer = getattr(model, "hf_quantizer", None)
-        qconfig = getattr(model.config, "quantization_config", None)
-        try:
-            model.hf_quantizer = None
-            if qconfig is not None:
-                del model.config.quantization_config
-            model.save_pretrained(tmp)
-        finally:
-            model.hf_quantizer = quantizer
-            if qconfig is not None:
-                model.config.quantization_config = qconfig
-        tokenizer.save_pretrained(tmp)
-        (tmp / "complete").write_text("ok")
-        if target.exists():
-            shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-        return str(target)
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def memory(device: Any, reset: bool = False) -> dict[str, float]:

@@ -16,7 +16,9 @@ class LocalLM(Protocol):
     """A transformers causal LM in this process, with its tokenizer."""
 
     spec: ModelSpec
-    model: Any  # a transformers causal LM (torch.nn.Module)
+    model: Any  # a transformers causal LM (torch.nn.Module); reading it loads the weights
+    config: Any  # its config, read without loading them
+    weights_loaded: bool
     tokenizer: Any
     device: Any  # torch.device
     dtype_name: str

@@ -354,20 +354,32 @@ def supports(model: Any, device: Any) -> str | None:
     """None if the packed forward runs this model, else why not."""
     import torch
 
-    cfg = text_config(model)
+    why = supports_config(text_config(model), device)
+    if why is not None:
+        return why
+    quantizer = getattr(model, "hf_quantizer", None)
+    # A GGUF file is dequantized at load: its quantizer stays attached, the weights are plain.
+    method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
+    if quantizer is not None and getattr(method, "value", method) != "gguf":
+        return "quantized or tensor-parallel weights"
+    if any(p.dtype not in (torch.float32, torch.bfloat16, torch.float16) for p in model.parameters()):
+        return "weights not in a float dtype"
+    return None
+
+
+def supports_config(cfg: Any, device: Any) -> str | None:
+    """What of ``supports`` the model's text config and the device decide (all of it for
+    weights loaded in a float dtype without a quantizer)."""
+    import torch
+
     if getattr(cfg, "model_type", None) not in SUPPORTED:
         return f"architecture {getattr(cfg, 'model_type', '?')}"
     if device.type != "cpu" or not hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
         return "not a CPU"
     if has_sliding_window(cfg) or getattr(cfg, "hidden_act", "silu") != "silu" or getattr(cfg, "mlp_bias", False):
         return "sliding window, activation or MLP bias"
-    quantizer = getattr(model, "hf_quantizer", None)
-    # A GGUF file is dequantized at load: its quantizer stays attached, the weights are plain.
-    method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
-    if getattr(cfg, "pretraining_tp", 1) != 1 or (quantizer is not None and getattr(method, "value", method) != "gguf"):
+    if getattr(cfg, "pretraining_tp", 1) != 1:
         return "quantized or tensor-parallel weights"
-    if any(p.dtype not in (torch.float32, torch.bfloat16, torch.float16) for p in model.parameters()):
-        return "weights not in a float dtype"
     return None
 
 

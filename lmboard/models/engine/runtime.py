@@ -22,7 +22,7 @@ from lmboard.lm import GenerationSettings, GenRequest, GenResult, Scored, ScoreR
 from lmboard.models.engine.continuous import GEN_RECHECK, continuous_groups
 from lmboard.models.engine.generation import generate_static, prefill_ids, stream_one
 from lmboard.models.engine.local import LocalLM
-from lmboard.models.engine.packed import packed_for, supports
+from lmboard.models.engine.packed import packed_for, supports, supports_config
 from lmboard.models.engine.requests import score_requests
 from lmboard.models.engine.scheduler import SchedulerSettings
 from lmboard.models.engine.scoring import EngineSettings
@@ -49,7 +49,10 @@ class Runtime:
     """One loaded model's runtime: ``cpu`` or ``generic`` (see the module's docstring)."""
 
     def __init__(self, lm: LocalLM, settings: RuntimeSettings):
-        why = supports(lm.model, lm.device)
+        # weights not loaded yet (a described model: float weights, no quantizer) are
+        # decided by their config alone
+        why = supports(lm.model, lm.device) if lm.weights_loaded else supports_config(lm.config.get_text_config(),
+                                                                                       lm.device)
         if settings.runtime == "cpu" and why is not None:
             raise UsageError(f"model spec: runtime=cpu does not run this model ({why}); use runtime=auto or generic")
         self.lm, self.settings = lm, settings
