@@ -47,8 +47,11 @@ def finetune_cmd(
     epochs: float = typer.Option(1.0, rich_help_panel=TRAIN),
     max_steps: int = typer.Option(-1, help="Optimizer steps (overrides --epochs)", rich_help_panel=TRAIN),
     lr: float = typer.Option(2e-4, rich_help_panel=TRAIN),
-    batch_size: int = typer.Option(8, help="Examples per micro-batch (grouped by length)", rich_help_panel=TRAIN),
-    grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step", rich_help_panel=TRAIN),
+    batch_size: int = typer.Option(8, help="Examples per batch (grouped by length)", rich_help_panel=TRAIN),
+    grad_accum: int = typer.Option(1, help="Batches per optimizer step", rich_help_panel=TRAIN),
+    micro_tokens: int | None = typer.Option(None, help="Padded tokens one forward/backward holds: a batch runs in "
+                                            "parts of this size, gradients summed (default: from free memory, "
+                                            "4096 at most on a CPU)", rich_help_panel=TRAIN),
     warmup: float = typer.Option(0.03, help="Warm-up share of the steps", rich_help_panel=TRAIN),
     lora_r: int = typer.Option(16, rich_help_panel=TRAIN),
     lora_alpha: int = typer.Option(32, rich_help_panel=TRAIN),
@@ -77,7 +80,8 @@ def finetune_cmd(
 
     spec = model_spec(model, dtype)
     for v, flag in ((max_length, "--max-length"), (batch_size, "--batch-size"), (grad_accum, "--grad-accum"),
-                    (lora_r, "--lora-r"), (lora_alpha, "--lora-alpha"), (save_steps, "--save-steps"), (show, "--show")):
+                    (lora_r, "--lora-r"), (lora_alpha, "--lora-alpha"), (save_steps, "--save-steps"), (show, "--show"),
+                    (micro_tokens, "--micro-tokens")):
         check_positive(v, flag)
     check_positive(keep_checkpoints, "--keep-checkpoints", 0)
     if init_adapter is not None and not (init_adapter / "adapter_config.json").is_file():
@@ -97,7 +101,7 @@ def finetune_cmd(
     check_out_dir(out_dir)
     lora = LoraSettings(lora_r, lora_alpha, lora_dropout, split_list(lora_targets))
     ts = TrainSettings(lora, epochs, max_steps, lr, batch_size, grad_accum, warmup, 0.0, train_seed, save_steps,
-                       keep_checkpoints, str(init_adapter.resolve()) if init_adapter else None)
+                       keep_checkpoints, str(init_adapter.resolve()) if init_adapter else None, micro_tokens)
     job = FinetuneJob(ds, "raw" if classify else template, max_length, ts, out_dir, merge, model)
     _run(spec, job, train_data, show, plot, db, quiet, threads)
 

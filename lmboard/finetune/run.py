@@ -54,7 +54,7 @@ def identity(lm: TrainableLM, job: FinetuneJob, data: TrainData) -> Identity:
     key = run_key(lm.spec, lm.info()["dtype"], data=data.data_hash, template=job.template, max_length=job.max_length,
                   columns=[d.prompt_column, d.response_column, d.instruction_column, d.messages_column,
                            d.text_column, d.label_column], classify=data.meta, split=data.split, seed=data.seed,
-                  train={k: v for k, v in job.settings.to_dict().items() if k not in ("save_steps", "keep_checkpoints")},
+                  train=job.settings.key(),
                   init_weights=_init_hash(job.settings.init_adapter))
     return Identity(run_id("finetune", key), "finetune", lm.spec.display_name, key,
                     family("finetune", lm.spec, data=data.data_hash))

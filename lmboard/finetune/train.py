@@ -52,6 +52,13 @@ class TrainSettings:
     save_steps: int = 50
     keep_checkpoints: int = 2  # 0: all
     init_adapter: str | None = None  # continue training this adapter (its LoRA settings hold)
+    # padded tokens one forward/backward holds (a batch runs in as many as it needs, its
+    # gradients summed: the same step); None: from the free memory (micro_budget)
+    micro_tokens: int | None = None
+
+    def key(self) -> dict:
+        """What can move the trained weights (not where checkpoints go, nor how a step is cut up)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("save_steps", "keep_checkpoints", "micro_tokens")}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,6 +120,85 @@ def answer_loss(model, batch: dict, num_items=None):
     return total / n
 
 
+# Memory of a training step. Measured on SmolLM2-135M (30 layers, hidden 576, MLP 1536),
+# bfloat16, SDPA, LoRA r=16 on every projection, one forward and backward, each shape in
+# a fresh process: 1.55-1.64 MB of activations per token (1x1024, 4x1024, 2x2048), i.e.
+# about layers x (20 x hidden + 10 x intermediate) x 2 bytes (RMSNorm and rotary keep
+# float32 copies). A batch of 8 reviews cut at 1024 tokens held 8,192 tokens: 13-14 GB
+# resident at its first step, and the default ChnSentiCorp run grew past 21 GB. A step's
+# rows now run in micro-batches of a token budget, their gradients summed before the
+# optimizer step (the loss divides by the whole step's answer tokens, so the sum is the
+# step's gradient). On a CPU a step's time is linear in its tokens above a few hundred
+# (3.4, 3.2 and 3.9 ms a token for the three shapes above), so the budget is capped low.
+MICRO_SHARE = 0.25  # of the memory free at the start, for one micro-batch's activations
+CPU_MICRO_CAP = 2048  # tokens
+
+
+def activation_bytes_per_token(config, element_bytes: int) -> int:
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 12)
+    hidden = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 768)
+    inter = getattr(cfg, "intermediate_size", None) or 4 * hidden
+    return layers * (20 * hidden + 10 * inter) * element_bytes
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    micro_tokens: int  # padded tokens per forward/backward
+    checkpointing: bool  # gradient checkpointing: one row alone would not fit otherwise
+
+
+def memory_plan(model, longest: int, free_bytes: int, cpu: bool, micro_tokens: int | None = None) -> MemoryPlan:
+    """A quarter of the free memory over the activations a token holds, as a power of two
+    (the same cut on every run of one machine), 256 at least; gradient checkpointing
+    (layers recomputed in the backward: about a third more compute) only where the
+    longest row's activations exceed half the free memory."""
+    import torch
+
+    dtype = next(model.parameters()).dtype
+    per_token = activation_bytes_per_token(model.config, max(2, torch.finfo(dtype).bits // 8))
+    if micro_tokens is None:
+        tokens = max(256, int(free_bytes * MICRO_SHARE / per_token))
+        micro_tokens = min(1 << (tokens.bit_length() - 1), CPU_MICRO_CAP) if cpu else 1 << (tokens.bit_length() - 1)
+    return MemoryPlan(micro_tokens, longest * per_token > free_bytes // 2)
+
+
+def free_memory(device) -> int:
+    """Bytes free for this process: MemAvailable on a CPU, the GPU's free memory on a GPU."""
+    if getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def micro_batches(inputs: dict, budget: int) -> list[dict]:
+    """A right-padded batch's rows (longest first) in parts of at most ``budget`` padded
+    tokens, each part cut to its own longest row; a row over the budget runs alone."""
+    lengths = inputs["attention_mask"].sum(1).tolist()
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    parts: list[list[int]] = []
+    for i in order:
+        if parts and (len(parts[-1]) + 1) * lengths[parts[-1][0]] <= budget:
+            parts[-1].append(i)
+        else:
+            parts.append([i])
+    if len(parts) == 1:
+        return [inputs]
+    out = []
+    for part in parts:
+        rows, width = sorted(part), lengths[part[0]]
+        out.append({k: v[rows, :width] for k, v in inputs.items()})
+    return out
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
     """The newest checkpoint Trainer finished writing (a kill mid-save leaves one without the mark)."""
     done = [p for p in folder.glob("checkpoint-*") if (p / COMPLETE).is_file()]
@@ -125,6 +211,19 @@ def _trainer_classes():
     class AnswerTrainer(Trainer):
         tokens = 0
         examples = 0
+
+        micro_tokens = 1 << 30
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            """The step's batch in micro-batches (micro_batches), each backward adding to
+            the gradients; their losses, each over the whole step's answer tokens, sum to
+            the batch's."""
+            parts = micro_batches(inputs, self.micro_tokens)
+            if len(parts) == 1:
+                return super().training_step(model, inputs, num_items_in_batch)
+            if num_items_in_batch is None:
+                num_items_in_batch = int((inputs["labels"][:, 1:] != IGNORE).sum())
+            return sum(super(AnswerTrainer, self).training_step(model, p, num_items_in_batch) for p in parts)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             self.tokens += int(inputs["attention_mask"].sum())
@@ -191,6 +290,12 @@ def run_training(job: TrainJob) -> tuple[object, dict]:
     pad = job.tokenizer.pad_token_id if job.tokenizer.pad_token_id is not None else job.tokenizer.eos_token_id
     trainer = AnswerTrainer(model=model, args=args, train_dataset=rows, data_collator=lambda b: pad_batch(b, pad))
     trainer.model_accepts_loss_kwargs = True  # our loss divides by the step's answer-token count itself
+    plan = memory_plan(model, max(len(e.input_ids) for e in job.encoded), free_memory(args.device),
+                       args.device.type == "cpu", s.micro_tokens)
+    trainer.micro_tokens = plan.micro_tokens
+    if plan.checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(Log(trainer, job.on_log, job.on_save))
     resume = latest_checkpoint(job.checkpoints)
@@ -201,4 +306,5 @@ def run_training(job: TrainJob) -> tuple[object, dict]:
                    "resumed_from_step": int(resume.name.split("-")[1]) if resume else 0,
                    "tokens_this_process": trainer.tokens, "seconds_this_process": seconds,
                    "tokens_per_s": trainer.tokens / seconds if seconds > 0 else None,
+                   "micro_tokens": plan.micro_tokens, "gradient_checkpointing": plan.checkpointing,
                    "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}

@@ -120,6 +120,56 @@ def test_reported_loss_is_the_mean_cross_entropy_over_answer_tokens(sp_model_dir
     assert logs[0].tokens == sum(len(e.input_ids) for e in encoded)
 
 
+def test_micro_batches_cut_a_batch_by_padded_tokens_longest_first():
+    from lmboard.finetune.train import micro_batches
+
+    rows = [{"input_ids": [5] * n, "labels": [IGNORE] * (n - 1) + [7]} for n in (3, 9, 5, 9, 2)]
+    batch = pad_batch(rows, 0)
+    parts = micro_batches(batch, 18)  # 9+9 | 5+3+2 (3 x 5 = 15 padded)
+    assert [p["input_ids"].shape for p in parts] == [(2, 9), (3, 5)]
+    assert sorted(int(m.sum()) for p in parts for m in p["attention_mask"]) == [2, 3, 5, 9, 9]
+    assert sum(int((p["labels"] != IGNORE).sum()) for p in parts) == 5
+    assert micro_batches(batch, 45)[0] is batch  # fits: the batch itself
+    assert [p["input_ids"].shape[0] for p in micro_batches(batch, 4)] == [1, 1, 1, 1, 1]  # over-long rows alone
+
+
+def test_a_step_cut_in_micro_batches_trains_the_same_weights(sp_model_dir, tmp_path, monkeypatch):
+    """The same two optimizer steps, each batch whole, one row per forward/backward, or
+    with gradient checkpointing (taken where one row's activations would not fit: here a
+    machine with 64 KB free): the logged losses and the adapter's weights agree (float32;
+    only summation order differs)."""
+    import torch
+
+    from lmboard.finetune import train
+    from lmboard.finetune.train import TrainJob, TrainSettings, run_training
+    from lmboard.models.registry import load_model
+    from lmboard.models.spec import parse_model_spec
+
+    results = []
+    for case, micro in enumerate((None, 40, "checkpointing")):
+        if micro == "checkpointing":
+            monkeypatch.setattr(train, "free_memory", lambda device: 64 << 10)
+            micro = None
+        lm = load_model(parse_model_spec(f"hf:{sp_model_dir},dtype=float32"))
+        exs = [Example(i, f"Question {i}: what is {i} plus {i}?", "The answer is " + "more " * i) for i in range(1, 9)]
+        encoded, _ = encode_examples(lm.tokenizer, "alpaca", exs, 512, [2])
+        logs = []
+        job = TrainJob(lm.model, lm.tokenizer, encoded, TrainSettings(max_steps=2, batch_size=4, micro_tokens=micro),
+                       tmp_path / f"ck{case}", logs.append, lambda p: None)
+        model, stats = run_training(job)
+        weights = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+        results.append(([x.loss for x in logs], weights, stats, [x.tokens for x in logs]))
+    (whole, w_whole, s_whole, t_whole) = results[0]
+    assert s_whole["micro_tokens"] >= 256 and not s_whole["gradient_checkpointing"]
+    assert results[1][2]["micro_tokens"] == 40 and not results[1][2]["gradient_checkpointing"]
+    assert results[2][2]["micro_tokens"] == 256 and results[2][2]["gradient_checkpointing"]
+    for cut, w_cut, _, t_cut in results[1:]:
+        assert t_whole == t_cut and cut == pytest.approx(whole, abs=1e-5)
+        assert w_whole.keys() == w_cut.keys() and len(w_whole) > 0
+        for k in w_whole:
+            assert torch.allclose(w_whole[k], w_cut[k], atol=1e-5), k
+
+
 @pytest.fixture
 def qa_file(tmp_path):
     f = tmp_path / "qa.jsonl"

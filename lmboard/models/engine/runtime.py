@@ -86,6 +86,8 @@ class Runtime:
         another's long ones). ``exact``: greedy answers that came close to a tie in a
         reduced dtype are decoded again in float32 (continuous.py)."""
         s = self.settings
+        if skip is not None and all(skip(r.key) for reqs, _ in groups for r in reqs):
+            return  # all stored: the weights need not load
         pm = self.packed() if s.scheduler == "continuous" else None
         if pm is not None:
             recheck = (GEN_RECHECK if s.recheck is None else s.recheck) if exact else 0.0
