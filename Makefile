@@ -28,12 +28,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/lmboard eval smollm2 --task mmlu --shots 5 --subcategories
 
-# The board's tests run in a real headless Chromium (Debian's chromium and chromedriver);
-# the chat's Ctrl-C test types into a real terminal (tmux).
+# The board's tests run in a real headless Chromium (Debian's chromium and chromedriver),
+# with CJK fonts for the Chinese exams' names; the chat's Ctrl-C test types into a real
+# terminal (tmux).
 browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v tmux >/dev/null || { \
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v tmux >/dev/null \
+	  && fc-list :lang=zh 2>/dev/null | grep -q . || { \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver tmux; }
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
+	    chromium chromium-driver tmux fonts-noto-cjk; }
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider
