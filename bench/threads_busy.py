@@ -38,12 +38,12 @@ def workloads(data: Path, tmp: Path) -> dict[str, list[str]]:
     }
 
 
-def run(name: str, args: list[str], extra: list[str], tmp: Path, k: int) -> float:
+def run(name: str, args: list[str], extra: list[str], tmp: Path, k: int, env: dict | None = None) -> float:
     out = tmp / f"{name}-{k}"
     cmd = [sys.executable, "-m", "lmboard", *args, *extra, "--db", str(tmp / f"db-{k}"), "--out",
            str(out if name != "speed" else out.with_suffix(".json")), "--quiet"]
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env={**os.environ, **(env or {})})
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         sys.exit(f"{name} failed: {r.stderr.strip()}")
@@ -56,6 +56,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--only", default="eval,classify,generate,speed")
+    ap.add_argument("--omp-passive", action="store_true",
+                    help="also every core with OMP_WAIT_POLICY=PASSIVE (threads sleep at barriers)")
     a = ap.parse_args()
     cores = len(os.sched_getaffinity(0))
     env_note = f"{cores} cores, load before start {os.getloadavg()[0]:.2f}"
@@ -69,15 +71,19 @@ def main() -> None:
             res = {}
             k += 1
             run(name, args, [], tmp, k)  # warm: the GGUF cache, compiled kernels, page cache
-            for cond, extra, busy in (("quiet, default", [], False), ("busy, default", [], True),
-                                      (f"busy, --threads {cores}", ["--threads", str(cores)], True),
-                                      ("busy, --threads 1", ["--threads", "1"], True)):
+            conds = [("quiet, default", [], False, None), ("busy, default", [], True, None),
+                     (f"busy, --threads {cores}", ["--threads", str(cores)], True, None),
+                     ("busy, --threads 1", ["--threads", "1"], True, None)]
+            if a.omp_passive:
+                conds.append((f"busy, --threads {cores}, OMP_WAIT_POLICY=PASSIVE", ["--threads", str(cores)], True,
+                              {"OMP_WAIT_POLICY": "PASSIVE"}))
+            for cond, extra, busy, env in conds:
                 hog = subprocess.Popen([sys.executable, "-c", HOG]) if busy else None
                 try:
                     if hog:
                         time.sleep(1.0)
                     k += 1
-                    res[cond] = run(name, args, extra, tmp, k)
+                    res[cond] = run(name, args, extra, tmp, k, env)
                 finally:
                     if hog:
                         hog.kill()

@@ -53,7 +53,7 @@ class TrainSettings:
     keep_checkpoints: int = 2  # 0: all
     init_adapter: str | None = None  # continue training this adapter (its LoRA settings hold)
     # padded tokens one forward/backward holds (a batch runs in as many as it needs, its
-    # gradients summed: the same step); None: from the free memory (micro_budget)
+    # gradients summed: the same step); None: from the free memory (memory_plan)
     micro_tokens: int | None = None
 
     def key(self) -> dict:
