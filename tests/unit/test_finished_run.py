@@ -27,6 +27,9 @@ def test_a_finished_exam_reprints_without_loading_the_weights(sp_model_dir, tmp_
     table = [line for line in first.stdout.splitlines() if not line.startswith("results:")]
     assert [line for line in again.stdout.splitlines() if not line.startswith("results:")] == table
     assert (out / "samples.jsonl").read_bytes() == samples
+    assert "peak memory: " in first.stderr and "peak memory: " in again.stderr
+    quiet = lmboard(*args, "--quiet")  # for scripts: no notes, no table, no peak line
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == "", (quiet.stdout, quiet.stderr)
     # a run with work left does load them
     with pytest.raises(AssertionError, match="the weights were loaded"):
         lmboard(*[a if a != "4" else "5" for a in args])
