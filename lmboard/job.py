@@ -88,10 +88,26 @@ class JobRun:
 
     def __exit__(self, kind: type | None, *exc: Any) -> None:
         try:
-            if kind is not None and issubclass(kind, KeyboardInterrupt) and self.main and self.store is not None:
-                self.store.set_status(self.identity.run_id, "interrupted")  # not left as running
+            if kind is not None and self.main and self.store is not None:
+                try:
+                    self._salvage()
+                except Exception:  # noqa: BLE001 - the error the job ended with is the one to say
+                    pass
+                if issubclass(kind, KeyboardInterrupt):
+                    self.store.set_status(self.identity.run_id, "interrupted")  # not left as running
         finally:
             self._exit.close()
+
+    def _salvage(self) -> None:
+        """A job ending in an error (a rank failed and the launcher stopped rank 0, maybe in
+        the middle of its own batch): the other ranks' results that have reached rank 0 are
+        stored, not lost with it (seen: a rank killed after sending its first batch, and
+        rank 0 stopped before it had read it, left nothing stored)."""
+        if not self.w.parallel:
+            return
+        for _src, kind, payload in list(self.w.relay.inbox.queue):  # received, not yet handled
+            if kind == "rows":
+                self._write(*payload)
 
     @property
     def resumed(self) -> bool:

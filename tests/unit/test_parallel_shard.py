@@ -29,3 +29,30 @@ def test_a_large_group_is_cut_in_consecutive_pieces():
 
 def test_one_rank_holds_everything():
     assert shard([3, 1, 2], ["a", "b", "a"], 1)[0].items == [0, 1, 2]
+
+
+def test_rank_0_stopped_mid_job_stores_what_other_ranks_sent(tmp_path):
+    """torchrun stops rank 0 (RankFailed from its SIGTERM handler) once another rank died,
+    maybe in the middle of rank 0's own batch: the rows that rank had already sent, and
+    rank 0 had received but not yet handled, are stored on the way out."""
+    import queue
+    from types import SimpleNamespace
+
+    import pytest
+
+    from lmboard.job import Identity, JobRun
+    from lmboard.parallel import RankFailed
+    from lmboard.store import Store
+
+    store = Store(tmp_path / "db")
+    ident = Identity("exam-x", "exam", "m", {"k": 1})
+    store.open_run(ident.run_id, ident.kind, ident.model, ident.key, {})
+    run = JobRun(store, ident, {}, 4)
+    inbox = queue.Queue()
+    inbox.put((1, "rows", ("final", [("a/1", {"pred": "A"}), ("a/2", {"pred": "B"})])))
+    inbox.put((1, "progress", 2))
+    run.w = SimpleNamespace(parallel=True, main=True, relay=SimpleNamespace(inbox=inbox))
+    with pytest.raises(RankFailed):
+        with run:  # a world of one process underneath: the relay is the stand-in above
+            raise RankFailed("rank 1: stopped")
+    assert set(store.sample_keys(ident.run_id)) == {"a/1", "a/2"}
