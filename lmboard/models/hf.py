@@ -103,8 +103,7 @@ class HFModel:
         self.runtime = Runtime(self, runtime_settings(spec.options))
 
     def _take(self, loaded: hf_load.Loaded) -> None:
-        if self.described is None:
-            self.tokenizer = loaded.tokenizer  # else the described one (the same files) stays
+        self.tokenizer = loaded.tokenizer  # a described model's own: load() does not read it again
         self.device, self.dtype_name, self.max_length = loaded.device, loaded.dtype_name, loaded.max_length
         self._box[0] = loaded
 
@@ -115,7 +114,7 @@ class HFModel:
     @property
     def loaded(self) -> hf_load.Loaded:
         if self._box[0] is None:
-            self._take(hf_load.load(self.spec, self.described.keep))
+            self._take(hf_load.load(self.spec, self.described))
         return self._box[0]
 
     @property
@@ -133,6 +132,10 @@ class HFModel:
     @property
     def config(self) -> Any:
         return self._loaded.model.config if self._loaded is not None else self.described.config
+
+    @property
+    def generation_config(self) -> Any:
+        return self._loaded.model.generation_config if self._loaded is not None else self.described.generation_config
 
     def with_runtime(self, **options: Any) -> HFModel:
         """The same loaded model run with other runtime options (``runtime_option`` fields:
@@ -175,8 +178,7 @@ class HFModel:
     def eos_token_ids(self) -> list[int]:
         """Every end-of-turn id: the generation config's, the tokenizer's, <|im_end|>/<|eot_id|>..."""
         ids: list[int] = []
-        gen = self._loaded.model.generation_config if self._loaded is not None else self.described.generation_config
-        gc_eos = getattr(gen, "eos_token_id", None)
+        gc_eos = getattr(self.generation_config, "eos_token_id", None)
         for v in (gc_eos if isinstance(gc_eos, list) else [gc_eos]):
             if v is not None:
                 ids.append(int(v))

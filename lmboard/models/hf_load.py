@@ -124,14 +124,16 @@ def describe(spec: ModelSpec) -> Described | None:
                      _context_length(config, tokenizer), _versions(torch, transformers))
 
 
-def load(spec: ModelSpec, keep: bool | None = None) -> Loaded:
+def load(spec: ModelSpec, described: Described | None = None) -> Loaded:
     """Load ``spec``'s tokenizer and model (its adapter merged), on its device, in its
-    dtype. ``keep``: describe()'s decision on the float32 originals, where it was made."""
+    dtype. ``described``: describe()'s answer, where it was made: its decision on the
+    float32 originals holds and its tokenizer is used (not read again)."""
     torch, transformers = _imports()
     o = spec.options
-    device, dtype_name, keep_now, where = _decide(spec)
-    keep = keep_now if keep is None else keep
-    tokenizer, model, gguf_cache = _load(spec, torch.float32 if keep else getattr(torch, dtype_name))
+    device, dtype_name, keep, where = _decide(spec)
+    keep = keep if described is None else described.keep
+    tokenizer, model, gguf_cache = _load(spec, torch.float32 if keep else getattr(torch, dtype_name),
+                                         described.tokenizer if described else None)
     if o.adapter:
         model = _apply_adapter(model, o.adapter)
     exact, source = None, "float32 weights" if dtype_name == "float32" else upcast_note(where)
@@ -156,8 +158,9 @@ def _keeps_float32(o: Any, device: str, dtype_name: str, where: tuple[str, str |
     return fits_float32(*where)
 
 
-def _load(spec: ModelSpec, dtype: Any) -> tuple[Any, Any, str | None]:
-    """(tokenizer, model, the GGUF unpack cache folder or None).
+def _load(spec: ModelSpec, dtype: Any, tokenizer: Any = None) -> tuple[Any, Any, str | None]:
+    """(tokenizer, model, the GGUF unpack cache folder or None); ``tokenizer``: one read
+    already (describe), not read again.
 
     A GGUF file is unpacked once into the cache folder, and the model is then loaded from
     that folder, the first time too: the weights are the same numbers either way, but
@@ -184,17 +187,18 @@ def _load(spec: ModelSpec, dtype: Any) -> tuple[Any, Any, str | None]:
             return tokenizer, model, None
         del model
     if cached is not None:  # the GGUF's unpacked tensors, saved as safetensors in our dtype
-        return (*_from_pretrained(spec, str(cached), kwargs, model_kwargs), str(cached))
+        return (*_from_pretrained(spec, str(cached), kwargs, model_kwargs, tokenizer), str(cached))
     if gguf:
         kwargs["gguf_file"] = model_kwargs["gguf_file"] = gguf
-    return (*_from_pretrained(spec, where, kwargs, model_kwargs), None)
+    return (*_from_pretrained(spec, where, kwargs, model_kwargs, tokenizer), None)
 
 
-def _from_pretrained(spec: ModelSpec, where: str, kwargs: dict, model_kwargs: dict) -> tuple[Any, Any]:
+def _from_pretrained(spec: ModelSpec, where: str, kwargs: dict, model_kwargs: dict,
+                     tokenizer: Any = None) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        return (AutoTokenizer.from_pretrained(where, **kwargs),
+        return (tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(where, **kwargs),
                 AutoModelForCausalLM.from_pretrained(where, **model_kwargs))
     except OSError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
