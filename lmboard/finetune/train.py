@@ -129,7 +129,8 @@ def answer_loss(model, batch: dict, num_items=None):
 # rows now run in micro-batches of a token budget, their gradients summed before the
 # optimizer step (the loss divides by the whole step's answer tokens, so the sum is the
 # step's gradient). On a CPU a step's time is linear in its tokens above a few hundred
-# (3.4, 3.2 and 3.9 ms a token for the three shapes above), so the budget is capped low.
+# (3.5, 13.1 and 15.8 s for the three shapes above: 3.4, 3.2 and 3.9 ms a token), so the
+# budget is capped low.
 MICRO_SHARE = 0.25  # of the memory free at the start, for one micro-batch's activations
 CPU_MICRO_CAP = 2048  # tokens
 
