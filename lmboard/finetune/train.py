@@ -123,8 +123,8 @@ def answer_loss(model, batch: dict, num_items=None):
 # Memory of a training step. Measured on SmolLM2-135M (30 layers, hidden 576, MLP 1536),
 # bfloat16, SDPA, LoRA r=16 on every projection, one forward and backward, each shape in
 # a fresh process: 1.55-1.64 MB of activations per token (1x1024, 4x1024, 2x2048), i.e.
-# about layers x (20 x hidden + 10 x intermediate) x 2 bytes (RMSNorm and rotary keep
-# float32 copies). A batch of 8 reviews cut at 1024 tokens held 8,192 tokens: 13-14 GB
+# about layers x (20 x hidden + 10 x intermediate) x 2 bytes (more than bfloat16 tensors alone:
+# float32 copies, probably RMSNorm's and rotary's). A batch of 8 reviews cut at 1024 tokens held 8,192 tokens: 13-14 GB
 # resident at its first step, and the default ChnSentiCorp run grew past 21 GB. A step's
 # rows now run in micro-batches of a token budget, their gradients summed before the
 # optimizer step (the loss divides by the whole step's answer tokens, so the sum is the
