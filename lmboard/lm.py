@@ -214,7 +214,10 @@ class LM(Protocol):
         ...
 
     def check(self) -> None:
-        """Fail early with a one-line error if the model cannot be used (an unreachable endpoint)."""
+        """Fail early with a one-line error if the model cannot be used (an unreachable endpoint).
+        A backend may also define ``check_for(needs: frozenset[Capability])``: the checks
+        of what a job will ask (an endpoint's probe for prompt log-probabilities before
+        it scores), called after ``check`` before any work."""
         ...
 
     def run_identity(self, work: str) -> dict[str, Any]:
@@ -360,10 +363,10 @@ L = TypeVar("L")
 
 
 def capability_error(spec: ModelSpec, capabilities: frozenset[Capability], capability: Capability,
-                     job: str) -> UsageError:
+                     job: str, hint: str = "") -> UsageError:
     have = ", ".join(sorted(capabilities)) or "none"
     return UsageError(f"{job} needs the '{capability}' capability, which model {spec.display_name} "
-                      f"({spec.backend} backend) does not have (it has: {have})")
+                      f"({spec.backend} backend) does not have (it has: {have})" + (f": {hint}" if hint else ""))
 
 
 def require(lm: LM, capability: Capability, job: str, kind: type[L] | None = None) -> L:

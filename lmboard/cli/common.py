@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -75,9 +75,10 @@ def choose_threads(threads: int | None) -> tuple[int, str | None]:
     return n, note
 
 
-def load_lm(spec: ModelSpec, quiet: bool, threads: int | None = None) -> LM:
+def load_lm(spec: ModelSpec, quiet: bool, threads: int | None = None, needs: Sequence[Capability] = ()) -> LM:
     """The model, loaded and checked: an endpoint that does not answer is one line here,
-    before any work (not one retried request after another)."""
+    before any work (not one retried request after another). ``needs``: what the job will
+    ask of it, checked by the backend's ``check_for`` where it has one (a server's probe)."""
     if quiet or not err.is_terminal:  # transformers' GGUF conversion and weight-loading bars (not in a log)
         os.environ["TQDM_DISABLE"] = "1"
         if "transformers" in sys.modules:  # already imported: the variable is read at import
@@ -85,6 +86,9 @@ def load_lm(spec: ModelSpec, quiet: bool, threads: int | None = None) -> LM:
     _, note = choose_threads(threads)
     lm = load_model(spec)
     lm.check()
+    check_for = getattr(lm, "check_for", None)
+    if needs and check_for is not None:
+        check_for(frozenset(needs))
     if note and not quiet:  # after the checks: a bad spec's error stays one line
         err.print(note, markup=False, highlight=False)
     if not quiet and Capability.TIMING in lm.capabilities:  # weights in this process: its peak matters

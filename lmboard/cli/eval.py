@@ -160,7 +160,7 @@ def _exam(spec: ModelSpec, c: Common, f: ExamFlags) -> None:
     if main:
         check_out_dir(out_path)
     store = open_store(c.db, c.quiet) if main else None
-    lm = load_lm(spec, c.quiet, c.threads)
+    lm = load_lm(spec, c.quiet, c.threads, needs=(Capability.SCORE,))
     with progress_bar(f"{settings.task} {spec.display_name}", c.quiet or not main) as update:
         result = run_exam(exam, lm, settings, store, progress=update, loaded=loaded)
     if result is None:  # another rank: its results went to rank 0
@@ -214,7 +214,7 @@ def _classify(spec: ModelSpec, c: Common, f: ClassifyFlags) -> None:
     if main:
         check_out_dir(out_path)
     store = open_store(c.db, c.quiet) if main else None
-    lm = load_lm(scoring_spec(spec, job), c.quiet, c.threads)
+    lm = load_lm(scoring_spec(spec, job), c.quiet, c.threads, needs=need)
     with progress_bar(f"classify {spec.display_name}", c.quiet or not main) as update:
         result = run_classify(lm, job, store, update)
     if not main:
@@ -242,7 +242,8 @@ def _routed(spec: ModelSpec, c: Common, f: RoutedFlags) -> None:
     if main:
         check_out_dir(out_path)
     store = open_store(c.db, c.quiet) if main else None
-    lm = None if settings.responses is not None else load_lm(spec, c.quiet, c.threads)
+    needs = (Capability.SCORE,) if settings.mc_by == "loglik" else ()
+    lm = None if settings.responses is not None else load_lm(spec, c.quiet, c.threads, needs)
     with progress_bar(f"shopbench {spec.display_name}", c.quiet or not main) as update:
         result = run_shopbench(lm, spec, settings, store, update, prepared, f.concurrency)
     if not main:

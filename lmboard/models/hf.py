@@ -23,10 +23,10 @@ from lmboard.lm import (
     ScoreRequest,
     ScoreRun,
     by_settings,
-    encode_pair,
     runtime_option,
 )
 from lmboard.models import hf_load
+from lmboard.models.hf_tokens import HFTokenizing
 from lmboard.registry import register_model
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -78,7 +78,7 @@ def runtime_settings(o: HFOptions) -> Any:
 
 
 @register_model("hf", options=HFOptions)
-class HFModel:
+class HFModel(HFTokenizing):
     """A transformers causal LM, loaded once, run by its runtime."""
 
     capabilities = frozenset({Capability.SCORE, Capability.GENERATE, Capability.STREAM, Capability.TOKENIZE,
@@ -154,42 +154,6 @@ class HFModel:
     def check(self) -> None:
         """Loaded means usable."""
 
-    # ---- tokenizer
-    def encode(self, text: str, special: bool = True) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=special).input_ids
-
-    def encode_many(self, texts: Sequence[str], special: bool = True) -> list[list[int]]:
-        return self.tokenizer(list(texts), add_special_tokens=special).input_ids
-
-    def encode_pair(self, context: str, continuation: str, special: bool = True) -> tuple[list[int], list[int]]:
-        return encode_pair(self.tokenizer, context, continuation, special)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids))
-
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
-    def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
-        if not self.has_chat_template():
-            raise UsageError(f"model {self.spec.display_name} has no chat template: pass --raw to send plain text")
-        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-
-    def eos_token_ids(self) -> list[int]:
-        """Every end-of-turn id: the generation config's, the tokenizer's, <|im_end|>/<|eot_id|>..."""
-        ids: list[int] = []
-        gc_eos = getattr(self.generation_config, "eos_token_id", None)
-        for v in (gc_eos if isinstance(gc_eos, list) else [gc_eos]):
-            if v is not None:
-                ids.append(int(v))
-        if self.tokenizer.eos_token_id is not None:
-            ids.append(int(self.tokenizer.eos_token_id))
-        vocab = self.tokenizer.get_vocab()
-        for tok in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>", "<|endoftext|>", "<|end|>"):
-            if tok in vocab:
-                ids.append(int(vocab[tok]))
-        return sorted(set(ids))
-
     # ---- inference, on the runtime
     def run_identity(self, work: str) -> dict[str, Any]:
         return self.runtime.identity(work)
@@ -214,10 +178,6 @@ class HFModel:
                        on_step: Callable[[], None]) -> list[list[int]]:
         return self.runtime.decode_exactly(ids, new_tokens, on_step)
 
-    def plain_token_ids(self) -> list[int]:
-        special = set(self.tokenizer.all_special_ids)
-        return [i for i in range(len(self.tokenizer)) if i not in special]
-
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             import torch
@@ -237,7 +197,7 @@ class HFModel:
     def info(self) -> dict[str, Any]:
         import torch
 
-        tok, d, loaded = self.tokenizer, self.described, self._loaded
+        d, loaded = self.described, self._loaded
         return {
             "model_spec": self.spec.to_dict(),
             "model_class": type(loaded.model).__name__ if loaded else (d.config.architectures or ["?"])[0],
@@ -246,13 +206,7 @@ class HFModel:
             "device": str(self.device),
             "runtime": self.runtime.name,
             **({"runtime_note": self.runtime.note} if self.runtime.note else {}),
-            "tokenizer": {
-                "class": type(tok).__name__,
-                "name_or_path": getattr(tok, "name_or_path", None),
-                "vocab_size": len(tok),
-                "bos_token": tok.bos_token,
-                "eos_token": tok.eos_token,
-            },
+            "tokenizer": self.tokenizer_info(),
             "context_length": self.max_length,
             "gguf_cache": loaded.gguf_cache if loaded else d.gguf_cache,
             "float32_recheck_on": loaded.exact_source if loaded else d.exact_source,

@@ -121,7 +121,7 @@ def describe(spec: ModelSpec) -> Described | None:
               "float32 weights" if dtype_name == "float32" else upcast_note((where, gguf)))
     return Described(tokenizer, config, gen, device, dtype_name, keep, source,
                      str(cached) if cached is not None else None,
-                     _context_length(config, tokenizer), _versions(torch, transformers))
+                     context_length(config, tokenizer), _versions(torch, transformers))
 
 
 def load(spec: ModelSpec, described: Described | None = None) -> Loaded:
@@ -145,7 +145,7 @@ def load(spec: ModelSpec, described: Described | None = None) -> Loaded:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return Loaded(tokenizer, model, next(model.parameters()).device, dtype_name, exact, source, gguf_cache,
-                  _context_length(model.config, tokenizer), _versions(torch, transformers))
+                  context_length(model.config, tokenizer), _versions(torch, transformers))
 
 
 def _keeps_float32(o: Any, device: str, dtype_name: str, where: tuple[str, str | None]) -> bool:
@@ -222,7 +222,7 @@ def _apply_adapter(model: Any, adapter: str) -> Any:
     return peft_model.merge_and_unload()
 
 
-def _context_length(config: Any, tokenizer: Any) -> int:
+def context_length(config: Any, tokenizer: Any) -> int:
     cfg = config.get_text_config()
     for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         v = getattr(cfg, attr, None)

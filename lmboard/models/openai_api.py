@@ -1,4 +1,9 @@
-"""OpenAI-compatible endpoints (vLLM, `transformers serve`, hosted APIs), on the official client.
+"""OpenAI-compatible endpoints (vLLM, SGLang, llama.cpp, `transformers serve`, hosted APIs),
+on the official client: ``openai:MODEL@BASE_URL[|BASE_URL...]``.
+
+Several base URLs serve one model: requests are spread over them in turn. With
+``mode=completions`` the model also scores (openai_scoring.py): prompts are tokenized
+here with the model's tokenizer (``tokenizer=``: a folder or hub id; default: MODEL).
 
 The API key comes from the environment variable the spec names (default
 OPENAI_API_KEY) and never appears in output, logs or results.
@@ -9,13 +14,25 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
 from lmboard.errors import MissingDependency, UsageError
-from lmboard.lm import Capability, GenerationSettings, GenRequest, GenResult, ModelSpec, by_settings
+from lmboard.lm import (
+    Capability,
+    GenerationSettings,
+    GenRequest,
+    GenResult,
+    ModelSpec,
+    Scored,
+    ScoreRequest,
+    ScoreRun,
+    by_settings,
+    runtime_option,
+)
+from lmboard.models.hf_tokens import HFTokenizing, load_generation_config, load_tokenizer
 from lmboard.registry import register_model
 
 RETRIES = 4
@@ -27,8 +44,14 @@ class OpenAIOptions:
 
     base_url: str = ""
     api_key_env: str = "OPENAI_API_KEY"  # the variable's name is recorded, never its value
-    mode: str = "chat"  # chat | completions
+    mode: str = "chat"  # chat | completions (completions also scores)
+    tokenizer: str | None = None  # scoring: the model's tokenizer here (a folder or hub id; default: MODEL)
     timeout: float = 120.0
+    concurrency: int = runtime_option(16)  # scoring: requests in flight
+
+    @property
+    def urls(self) -> list[str]:
+        return [u for u in self.base_url.split("|") if u]
 
     @staticmethod
     def split_name(name: str, where: str) -> tuple[str, dict[str, str]]:
@@ -42,25 +65,95 @@ class OpenAIOptions:
             raise UsageError(f"{where}: mode must be chat or completions")
         if self.timeout <= 0:
             raise UsageError(f"{where}: timeout must be positive")
+        if self.concurrency < 1:
+            raise UsageError(f"{where}: concurrency must be >= 1")
+        for u in self.urls:
+            if not u.startswith(("http://", "https://")):
+                raise UsageError(f"{where}: base URL {u!r} must start with http:// or https://")
 
 
 @register_model("openai", options=OpenAIOptions)
-class OpenAIModel:
-    capabilities = frozenset({Capability.GENERATE, Capability.STREAM, Capability.LOGPROBS})
+class OpenAIModel(HFTokenizing):
+    # Scoring (and the tokenizer it needs) with mode=completions only: capabilities_for.
+    capabilities = frozenset({Capability.GENERATE, Capability.STREAM, Capability.LOGPROBS, Capability.SCORE,
+                              Capability.TOKENIZE})
+
+    @classmethod
+    def capabilities_for(cls, options: OpenAIOptions) -> frozenset[Capability]:
+        if options.mode == "completions":
+            return cls.capabilities
+        return cls.capabilities - {Capability.SCORE, Capability.TOKENIZE}
+
+    @staticmethod
+    def capability_hint(capability: Capability) -> str:
+        if capability in (Capability.SCORE, Capability.TOKENIZE):
+            return "add mode=completions to score on a server that returns prompt log-probabilities (vLLM, SGLang)"
+        return ""
 
     def __init__(self, spec: ModelSpec):
         try:
             import openai
         except ImportError as e:
             raise MissingDependency("openai", "openai") from e
+        from lmboard.models.openai_scoring import CompletionScorer
+
         self.spec = spec
         self.options: OpenAIOptions = spec.options
+        self.capabilities = self.capabilities_for(self.options)
         self._openai = openai
         key = os.environ.get(self.options.api_key_env) or "EMPTY"  # local servers take any key
         # The client's own retries are off: ours below also cover timeouts and log nothing secret.
-        self.client = openai.OpenAI(base_url=self.options.base_url, api_key=key, max_retries=0,
-                                    timeout=self.options.timeout)
+        self.urls = self.options.urls
+        self.clients = [openai.OpenAI(base_url=u, api_key=key, max_retries=0, timeout=self.options.timeout)
+                        for u in self.urls]
+        self.client = self.clients[0]
+        self._turn = 0
         self.requests_sent = 0
+        self._tokenizer: Any = None
+        self._max_length: int | None = None
+        self.scorer = CompletionScorer(self)
+
+    def next_client(self) -> Any:
+        """The base URLs in turn."""
+        self._turn += 1
+        return self.clients[self._turn % len(self.clients)]
+
+    # ---- the tokenizer here (scoring, prompts measured in the model's tokens)
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            source = self.options.tokenizer or self.spec.name
+            self._tokenizer = load_tokenizer(source, f"openai:{self.spec.name} (scoring sends token ids: "
+                                                     f"give tokenizer=FOLDER)")
+        return self._tokenizer
+
+    @property
+    def generation_config(self) -> Any:
+        return load_generation_config(self.options.tokenizer or self.spec.name)
+
+    @property
+    def max_length(self) -> int:
+        """The server's context length where it says (vLLM's max_model_len), else the tokenizer's."""
+        if self._max_length is None:
+            said = None
+            try:
+                for m in self.call(self.client.models.list).data:
+                    if m.id == self.spec.name:
+                        said = getattr(m, "max_model_len", None) or (m.model_extra or {}).get("max_model_len")
+            except UsageError:
+                said = None
+            limit = getattr(self.tokenizer, "model_max_length", None)
+            self._max_length = int(said or (limit if limit and limit < 1_000_000 else 2048))
+        return self._max_length
+
+    def score(self, requests: Sequence[ScoreRequest], exact: bool = False,
+              stored: Mapping[str, Scored] | None = None) -> ScoreRun:
+        return ScoreRun(self.scorer.score(requests, stored or {}, self.options.concurrency))
+
+    def check_for(self, needs: frozenset[Capability]) -> None:
+        """Before a job that scores: the probe (prompt log-probabilities echoed?)."""
+        if Capability.SCORE in needs:
+            self.scorer.probe()
 
     def info(self) -> dict[str, Any]:
         import openai
@@ -70,6 +163,8 @@ class OpenAIModel:
             "model_spec": spec,  # holds the env var's name, never its value
             "endpoint": self.options.base_url,
             "mode": self.options.mode,
+            **({"tokenizer": self.tokenizer_info(), "scoring": "logprob_token_ids" if self.scorer.by_ids
+                else "echo"} if self._tokenizer is not None else {}),
             "versions": {"openai": openai.__version__},
         }
 
@@ -112,19 +207,23 @@ class OpenAIModel:
         raise AssertionError("unreachable")
 
     def check(self) -> None:
-        """One cheap request: any HTTP answer means the server is there (three tries
-        within a second: a refused connection is not worth waiting for)."""
+        """One cheap request per base URL: any HTTP answer means the server is there
+        (three tries within a second: a refused connection is not worth waiting for)."""
+        for url, client in zip(self.urls, self.clients, strict=True):
+            self._reach(url, client)
+
+    def _reach(self, url: str, client: Any) -> None:
         o = self._openai
         for attempt in range(3):
             try:
-                self.client.models.list()
+                client.models.list()
                 return
             except o.APIStatusError:
                 return
             except (o.APIConnectionError, o.APITimeoutError):
                 if attempt < 2:
                     time.sleep(0.25 * 2**attempt)
-        raise UsageError(f"{self.options.base_url}: unreachable")
+        raise UsageError(f"{url}: unreachable")
 
     def _messages(self, req: GenRequest, settings: GenerationSettings) -> list[dict[str, str]]:
         if req.messages:
@@ -153,12 +252,13 @@ class OpenAIModel:
         t0 = time.perf_counter()
         if self.options.mode == "completions" or settings.raw:
             prompt = req.text if req.text is not None else "\n\n".join(m["content"] for m in req.messages)
-            r = self.call(self.client.completions.create, model=self.spec.name, prompt=prompt, **params)
+            r = self.call(self.next_client().completions.create, model=self.spec.name, prompt=prompt, **params)
             text, finish = r.choices[0].text, r.choices[0].finish_reason
         else:
             messages = self._messages(req, settings)
             prompt = repr(messages)
-            r = self.call(self.client.chat.completions.create, model=self.spec.name, messages=messages, **params)
+            r = self.call(self.next_client().chat.completions.create, model=self.spec.name, messages=messages,
+                          **params)
             text, finish = r.choices[0].message.content or "", r.choices[0].finish_reason
         usage = getattr(r, "usage", None)
         return (
@@ -215,7 +315,7 @@ class OpenAIModel:
         req = GenRequest("chat", tuple(messages))
         extra = {"stream_options": {"include_usage": True}} if usage is not None else {}
         s = self.call(
-            self.client.chat.completions.create,
+            self.next_client().chat.completions.create,
             model=self.spec.name,
             messages=self._messages(req, settings),
             stream=True,

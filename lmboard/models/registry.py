@@ -12,15 +12,23 @@ from lmboard.registry import BACKENDS
 
 
 def backend_capabilities(spec: ModelSpec) -> frozenset[Capability]:
-    """What the spec's backend declares it can do (known before anything loads)."""
-    return frozenset(getattr(BACKENDS.get(spec.backend), "capabilities", {Capability.GENERATE}))
+    """What the spec's backend declares it can do (known before anything loads): its
+    ``capabilities_for(options)`` where the options decide (an endpoint's mode), else its
+    ``capabilities``."""
+    factory = BACKENDS.get(spec.backend)
+    per_options = getattr(factory, "capabilities_for", None)
+    if per_options is not None:
+        return frozenset(per_options(spec.options))
+    return frozenset(getattr(factory, "capabilities", {Capability.GENERATE}))
 
 
 def require_backend(spec: ModelSpec, capability: Capability, job: str) -> None:
-    """Before loading: a one-line error if the spec's backend cannot serve ``job``."""
+    """Before loading: a one-line error if the spec's backend cannot serve ``job`` (with
+    the backend's ``capability_hint`` where it has one)."""
     caps = backend_capabilities(spec)
     if capability not in caps:
-        raise capability_error(spec, caps, capability, job)
+        hint = getattr(BACKENDS.get(spec.backend), "capability_hint", None)
+        raise capability_error(spec, caps, capability, job, hint(capability) if hint else "")
 
 
 # What each capability promises (lmboard/lm.py), checked when a backend loads.
@@ -38,7 +46,8 @@ METHODS = {
 
 def load_model(spec: ModelSpec) -> LM:
     """The spec's backend, loaded; a backend (a plugin's, say) that lacks a method its
-    capabilities promise is a one-line error, not an AttributeError in the middle of a job."""
+    capabilities promise is a one-line error, not an AttributeError in the middle of a job.
+    (The TOKENIZE methods include ``max_length``'s readers: a property is fine.)"""
     lm = BACKENDS.get(spec.backend)(spec)
     need = ["info", "check", "run_identity"] + [m for c in lm.capabilities for m in METHODS.get(c, ())]
     missing = [m for m in need if not callable(getattr(lm, m, None))]

@@ -134,7 +134,7 @@ def sample_record(exam: MCExam, p: Prompt, r: Scored) -> dict:
 def exam_identity(exam: MCExam, lm: ScoringLM, settings: ExamSettings, provenance: dict) -> Identity:
     """The run's identity. What of the backend can move the stored probabilities (a
     reduced-precision model's recheck margin) it says itself; batching never does."""
-    key = run_key(lm.spec, provenance["dtype"], exam=settings.key_dict(), template=provenance["prompt_template_hash"],
+    key = run_key(lm.spec, provenance.get("dtype"), exam=settings.key_dict(), template=provenance["prompt_template_hash"],
                   **lm.run_identity(WORK_CHOOSE))
     fam = family("exam", lm.spec, task=exam.name, data=str(Path(settings.data).resolve()),
                  subjects=list(settings.subjects))

@@ -26,7 +26,7 @@ def generation_config(lm: LocalLM, settings: GenerationSettings):
     """The model's own generation_config, overridden only where the user spoke."""
     import copy
 
-    gc = copy.deepcopy(lm.model.generation_config)
+    gc = copy.deepcopy(lm.generation_config)
     gc.max_new_tokens = settings.max_new_tokens
     gc.max_length = None
     if settings.min_new_tokens is not None:

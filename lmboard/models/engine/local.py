@@ -18,6 +18,7 @@ class LocalLM(Protocol):
     spec: ModelSpec
     model: Any  # a transformers causal LM (torch.nn.Module); reading it loads the weights
     config: Any  # its config, read without loading them
+    generation_config: Any  # its generation config, read without loading them
     weights_loaded: bool
     tokenizer: Any
     device: Any  # torch.device
