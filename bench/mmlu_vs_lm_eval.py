@@ -1,7 +1,11 @@
 """lmboard eval against lm-evaluation-harness's HF backend, MMLU, same model, same prompts.
 
     pip install -e '.[bench]'
-    python bench/mmlu_vs_lm_eval.py [--subjects a,b] [--limit N] [--shots 0,5] [--fp32-check]
+    python bench/mmlu_vs_lm_eval.py [--subjects a,b] [--limit N] [--shots 0,5] [--fp32-check] [--vllm]
+
+--vllm adds a row per setting: `lmboard eval vllm:FOLDER` against `lm_eval --model vllm` on
+the same folder (the GGUF unpacked to float32 safetensors), dtype and questions, both in
+the vLLM environment (.venv-vllm, with lm-eval==0.4.13 installed there).
 
 Both tools score the same questions of ../shared/data/mmlu with the SmolLM2 GGUF and
 identical prompts: a generated lm-eval task YAML per subject (description = the
@@ -107,6 +111,44 @@ def run_lmboard(tmp: Path, subjects: list[str], shots: int, limit: str, extra: l
     return acc, samples, wall
 
 
+def vllm_env() -> dict:
+    import os
+
+    cores = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+    return {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", cores),
+            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "4"),
+            "VLLM_LOGGING_LEVEL": "WARNING",
+            "VLLM_CACHE_ROOT": str(Path.home() / ".cache" / "lmboard-bench" / "vllm")}
+
+
+def vllm_row(tmp: Path, subjects: list[str], shots: int, limit: str, vpy: Path, folder: str, dtype: str) -> dict:
+    """``lm_eval --model vllm`` and ``lmboard eval vllm:`` on the same folder, dtype and questions."""
+    out = tmp / f"lm_eval_vllm_{shots}.json"
+    cmd = [str(vpy), str(ROOT / "bench" / "_lm_eval_child.py"), str(tmp), folder, f"vllm:{dtype}", str(shots), limit,
+           str(out), *[f"lmb_mmlu_{s}" for s in subjects]]
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=vllm_env())
+    le_wall, le = time.perf_counter() - t, json.loads(out.read_text())
+    lb_out = tmp / f"lmboard_vllm_{shots}"
+    cmd = [str(vpy), "-m", "lmboard", "eval", f"vllm:{folder},dtype={dtype},max_model_len=2048", "--data", str(DATA),
+           "--subjects", ",".join(subjects), "--shots", str(shots), "--out", str(lb_out),
+           "--db", str(tmp / f"lmboard_vllm_{shots}.db"), "--quiet"] + (["--limit", limit] if limit != "none" else [])
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, env=vllm_env(), cwd=ROOT)
+    lb_wall = time.perf_counter() - t
+    acc = json.loads(next(lb_out.glob("accuracies_*.json")).read_text())
+    samples = [json.loads(line) for line in (lb_out / "samples.jsonl").read_text().splitlines()]
+    agree, total, _ = compare(subjects, le, samples, None)
+    print(f"lm-eval  (vllm, {dtype}):         whole {le_wall:7.1f} s = {total / le_wall:6.2f} items/s;"
+          f" scoring {le['eval_s']:7.1f} s (engine start {le['load_s']:.1f} s)")
+    print(f"lmboard  (vllm, {dtype}):         whole {lb_wall:7.1f} s = {len(samples) / lb_wall:6.2f} items/s;"
+          f" scoring {acc['cost_time']:7.1f} s; acc {acc['weighted_accuracy']:.4f}")
+    print(f"vllm ratio: whole {le_wall / lb_wall:.2f}x, scoring {le['eval_s'] / acc['cost_time']:.2f}x; "
+          f"agreement {agree:.2%} ({total} questions)")
+    return {"vllm_ratio": round(le_wall / lb_wall, 2), "vllm_scoring_ratio": round(le["eval_s"] / acc["cost_time"], 2),
+            "vllm_agreement": round(agree, 4)}
+
+
 def flops(acc: dict, float32_only: bool = False) -> float:
     """FLOPs of the tokens lmboard ran: 2 x non-embedding parameters per token, plus
     attention (4 x layers x hidden x attended length per token, approximated with the
@@ -177,6 +219,8 @@ def main() -> None:
     ap.add_argument("--limit", default="none", help="questions per subject, or none")
     ap.add_argument("--shots", default="0,5")
     ap.add_argument("--fp32-check", action="store_true", help="also run lmboard --dtype float32")
+    ap.add_argument("--vllm", action="store_true", help="also lmboard eval vllm: against lm_eval --model vllm")
+    ap.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"))
     args = ap.parse_args()
     subjects = args.subjects.split(",")
     peaks: dict[str, float] = {}  # measured for the dtype lmboard chose, when it first appears
@@ -226,8 +270,18 @@ def main() -> None:
                 row["agreement_fp32"] = round(a32, 4)
                 row["lmboard_fp32_items_per_s"] = round(len(s32) / w32, 2)
                 print(f"lmboard --dtype float32: whole {w32:.1f} s ({le_wall / w32:.2f}x); agreement {a32:.2%}")
+            if args.vllm:
+                row.update(vllm_row(tmp, subjects, shots, args.limit, Path(args.vllm_python), vllm_folder(), dtype))
             summary[name] = row
     print(json.dumps(summary))
+
+
+def vllm_folder() -> str:
+    """The SmolLM2 GGUF as a Hugging Face folder (float32 safetensors) that vLLM loads."""
+    from lmboard.models.aliases import smollm2
+    from lmboard.models.vllm_backend import folder_of
+
+    return folder_of(smollm2())
 
 
 if __name__ == "__main__":

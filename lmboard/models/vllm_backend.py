@@ -66,7 +66,7 @@ class VLLMOptions:
     revision: str | None = None
     # How it runs
     enforce_eager: bool = runtime_option(False)  # no torch.compile or CUDA graphs: starts sooner, runs slower
-    kv_cache_gb: float | None = runtime_option(None)  # CPU: the KV cache's size (VLLM_CPU_KVCACHE_SPACE)
+    kv_cache_gb: int | None = runtime_option(None)  # CPU: the KV cache's size in GiB (VLLM_CPU_KVCACHE_SPACE)
     max_num_seqs: int | None = runtime_option(None)  # sequences in flight (auto: vLLM's)
 
     def validate(self, where: str) -> None:
@@ -121,6 +121,7 @@ class VLLMModel(HFTokenizing):
     capabilities = frozenset({Capability.SCORE, Capability.GENERATE, Capability.TOKENIZE})
 
     def __init__(self, spec: ModelSpec):
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # read at import: INFO would bury the progress
         try:
             import vllm  # noqa: F401  (only to say early that it is missing)
         except ImportError as e:
@@ -279,42 +280,44 @@ class VLLMModel(HFTokenizing):
                  skip: Callable[[str], bool] | None = None, exact: bool = False) -> Iterator[GenResult]:
         """All requests in one engine run (vLLM schedules them), each with its group's settings."""
         from lmboard.models.engine.genbase import render
+        from lmboard.models.engine.sampling import sequence_seed
 
-        todo = [(r, st) for group, st in by_settings(requests, settings) for r in group
-                if skip is None or not skip(r.key)]
-        prompts, params, rendered = [], [], []
-        for r, st in todo:
-            text, special = render(self, r, st)
-            prompts.append(self.encode(text, special))
-            params.append(self._sampling(st, r.key))
-            rendered.append(text)
+        todo, prompts, params, rendered, effective = [], [], [], [], []
+        for group, st in by_settings(requests, settings):
+            group = [r for r in group if skip is None or not skip(r.key)]
+            if not group:
+                continue
+            base, eff = self._sampling(st)  # the generation config worked out once per group
+            for r in group:
+                text, special = render(self, r, st)
+                todo.append(r)
+                prompts.append(self.encode(text, special))
+                params.append(_seeded(base, sequence_seed(st.seed, r.key)))
+                rendered.append(text)
+                effective.append(eff)
         t0 = time.perf_counter()
         for n, out in self._run(prompts, params):
-            r, st = todo[n]
             o = out.outputs[0]
-            yield GenResult(r.key, o.text, rendered[n], len(prompts[n]), len(o.token_ids), time.perf_counter() - t0,
-                            "length" if o.finish_reason == "length" else "stop", self._effective(st))
+            yield GenResult(todo[n].key, o.text, rendered[n], len(prompts[n]), len(o.token_ids),
+                            time.perf_counter() - t0, "length" if o.finish_reason == "length" else "stop", effective[n])
 
-    def _sampling(self, st: GenerationSettings, key: str) -> Any:
+    def _sampling(self, st: GenerationSettings) -> tuple[Any, dict[str, Any]]:
+        """vLLM's SamplingParams for ``st`` (the model's generation config where the user did
+        not speak, as on the hf backend) and the effective settings recorded with answers."""
         from vllm import SamplingParams
 
-        from lmboard.models.engine.genbase import generation_config
-        from lmboard.models.engine.sampling import sequence_seed
+        from lmboard.models.engine.genbase import effective_settings, generation_config
 
         gc = generation_config(self, st)
         sample = bool(gc.do_sample)
-        return SamplingParams(
+        params = SamplingParams(
             max_tokens=gc.max_new_tokens, min_tokens=int(getattr(gc, "min_new_tokens", None) or 0),
             temperature=float(gc.temperature or 1.0) if sample else 0.0,
             top_p=float(gc.top_p or 1.0) if sample else 1.0, top_k=int(gc.top_k or 0) if sample else 0,
-            repetition_penalty=float(gc.repetition_penalty or 1.0), seed=sequence_seed(st.seed, key),
+            repetition_penalty=float(gc.repetition_penalty or 1.0),
             stop=list(st.stop) or None, stop_token_ids=list(gc.eos_token_id or ()) or None,
             ignore_eos=st.ignore_eos, skip_special_tokens=True, include_stop_str_in_output=False)
-
-    def _effective(self, st: GenerationSettings) -> dict[str, Any]:
-        from lmboard.models.engine.genbase import effective_settings, generation_config
-
-        return effective_settings(generation_config(self, st), st)
+        return params, effective_settings(gc, st)
 
     def close(self) -> None:
         """Stop the engine (its processes and memory); a later inference starts another."""
@@ -337,6 +340,17 @@ def _scored(r: ScoreRequest, parts: dict[int, Any]) -> Scored:
         logprobs.append(float(sum(row[t].logprob for row, t in zip(rows, cont, strict=True))))
         greedy.append(all(row[t].rank == 1 for row, t in zip(rows, cont, strict=True)))
     return Scored(r.key, logits=logits, logprobs=logprobs or None, greedy=greedy or None)
+
+
+def _seeded(params: Any, seed: int) -> Any:
+    """A request's own copy of its group's params with its seed (only sampling reads it:
+    an answer depends on its prompt and the seed, not on what else is in flight)."""
+    import copy
+
+    p = copy.copy(params)
+    if params.temperature > 0:
+        p.seed = seed
+    return p
 
 
 def _has_cuda() -> bool:

@@ -74,7 +74,7 @@ def generate_static(lm: LocalLM, requests: Sequence[GenRequest], settings: Gener
         t0 = time.perf_counter()
         with torch.inference_mode():
             # On a CPU the prompts are prefilled without padding (engine/prefill.py), their shared start once.
-            cache = {"cache": padded_cache(lm, rows)[0]} if unpadded_applies(lm, rows) else {}
+            cache = {transformers_api.cache_name(lm.model): padded_cache(lm, rows)[0]} if unpadded_applies(lm, rows) else {}
             out = lm.model.generate(input_ids=x.to(lm.device), attention_mask=mask.to(lm.device), generation_config=gc,
                                     stop_strings=list(settings.stop) or None,
                                     tokenizer=lm.tokenizer if settings.stop else None, **cache)

@@ -1,14 +1,29 @@
 """Every call the engines make into transformers' internals, in one place.
 
-Pinned to the transformers version CI tests (pyproject.toml). When transformers renames
-something (5.x renamed ``past_key_values`` to ``cache`` and removes the old name in
-5.40), this module is the one to change.
+Tested at both ends of pyproject.toml's range: 5.24 (CI's main environment) and 5.19 (its
+vLLM environment). The cache's name is the one difference between them so far: 5.19's
+forward takes and returns ``past_key_values``; 5.24's ``cache`` (``past_key_values`` is
+deprecated there and goes in 5.40). When transformers renames something, this module is
+the one to change.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
+
+
+@functools.cache
+def _cache_name(forward: Callable[..., Any]) -> str:
+    params = inspect.signature(forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def cache_name(module: Any) -> str:
+    """The name ``module``'s forward gives its cache: ``cache`` (5.2x) or ``past_key_values`` (5.19)."""
+    return _cache_name(type(module).forward)
 
 
 def new_cache(model: Any) -> Any:
@@ -34,13 +49,14 @@ def fill_cache(cache: Any, kv: list[tuple[Any, Any]], batch: int) -> Any:
 def model_forward(model: Any, input_ids: Any, logits_to_keep: int = 1) -> Any:
     """The causal LM's forward with a new cache; returns (output, its cache)."""
     out = model(input_ids=input_ids, use_cache=True, logits_to_keep=logits_to_keep)
-    return out, out.cache
+    return out, getattr(out, cache_name(model))
 
 
 def decoder_forward(model: Any, input_ids: Any, position_ids: Any, cache: Any = None) -> Any:
     """The decoder stack (no LM head); with ``cache`` it is extended in place."""
-    return model.get_decoder()(input_ids=input_ids, position_ids=position_ids, cache=cache,
-                               use_cache=cache is not None)
+    decoder = model.get_decoder()
+    return decoder(input_ids=input_ids, position_ids=position_ids, use_cache=cache is not None,
+                   **{cache_name(decoder): cache})
 
 
 def register_attention(name: str, fn: Callable[..., Any]) -> None:
