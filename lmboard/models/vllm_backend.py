@@ -65,7 +65,9 @@ class VLLMOptions:
     trust_remote_code: bool = False
     revision: str | None = None
     # How it runs
-    enforce_eager: bool = runtime_option(False)  # no torch.compile or CUDA graphs: starts sooner, runs slower
+    # No torch.compile or CUDA graphs: starts sooner, runs slower. auto: eager on a CPU when the
+    # engine starts for scoring (prompts run once: compiling costs more than it saves), else vLLM's.
+    enforce_eager: bool | None = runtime_option(None)
     kv_cache_gb: int | None = runtime_option(None)  # CPU: the KV cache's size in GiB (VLLM_CPU_KVCACHE_SPACE)
     max_num_seqs: int | None = runtime_option(None)  # sequences in flight (auto: vLLM's)
 
@@ -137,6 +139,7 @@ class VLLMModel(HFTokenizing):
         self._llm: Any = None
         self._batch = 0
         self.start_s: float | None = None
+        self._started_eager: bool | None = None
 
     def _dtype(self) -> str:
         if self.options.dtype != "auto":
@@ -159,11 +162,14 @@ class VLLMModel(HFTokenizing):
     @property
     def llm(self) -> Any:
         """The engine, started on first use (a rerun of a finished run starts none)."""
+        return self._engine("generate")
+
+    def _engine(self, work: str) -> Any:
         if self._llm is None:
-            self._llm = self._start()
+            self._llm = self._start(work)
         return self._llm
 
-    def _start(self) -> Any:
+    def _start(self, work: str) -> Any:
         from vllm import LLM
 
         o = self.options
@@ -176,7 +182,7 @@ class VLLMModel(HFTokenizing):
                 os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(o.kv_cache_gb)
         kwargs: dict[str, Any] = {"model": self.folder, "tokenizer": self.folder, "dtype": self.dtype_name,
                                   "tensor_parallel_size": o.tensor_parallel_size, "max_model_len": self.max_length,
-                                  "trust_remote_code": o.trust_remote_code, "enforce_eager": o.enforce_eager,
+                                  "trust_remote_code": o.trust_remote_code, "enforce_eager": self._eager(work),
                                   "seed": 0}
         if o.revision:
             kwargs["revision"] = o.revision
@@ -188,7 +194,13 @@ class VLLMModel(HFTokenizing):
         with _outside_torchrun():
             llm = LLM(**kwargs)
         self.start_s = time.perf_counter() - t0
+        self._started_eager = kwargs["enforce_eager"]
         return llm
+
+    def _eager(self, work: str) -> bool:
+        if self.options.enforce_eager is not None:
+            return self.options.enforce_eager
+        return work == "score" and not _has_cuda()
 
     def check(self) -> None:
         """The folder and tokenizer were read at construction; the engine starts on first use."""
@@ -210,6 +222,8 @@ class VLLMModel(HFTokenizing):
             "dtype_requested": self.options.dtype,
             "device": "cuda" if _has_cuda() else "cpu",
             "runtime": "vllm",
+            **({"engine_start_s": round(self.start_s, 2), "enforce_eager": self._started_eager}
+               if self.start_s is not None else {}),
             "tokenizer": self.tokenizer_info(),
             "context_length": self.max_length,
             **({"cpu_threads_bind": os.environ.get("VLLM_CPU_OMP_THREADS_BIND")} if not _has_cuda() else {}),
@@ -241,7 +255,7 @@ class VLLMModel(HFTokenizing):
         parts: dict[int, dict[int, Any]] = {}
         need = {i: (1 if r.targets else 0) + len(r.continuations) for i, r in enumerate(requests)}
         ready: list[Scored] = []
-        for n, out in self._run(prompts, params):
+        for n, out in self._run(prompts, params, "score"):
             i, j = owners[n]
             parts.setdefault(i, {})[j] = out
             if len(parts[i]) == need[i]:
@@ -251,16 +265,17 @@ class VLLMModel(HFTokenizing):
                     ready = []
         if ready:
             yield ready
-        return {"requests": len(prompts), "engine": "vllm"}
+        return {"requests": len(prompts), "engine_start_s": round(self.start_s or 0.0, 2),
+                "enforce_eager": self._started_eager}
 
-    def _run(self, prompts: list[list[int]], params: list[Any]) -> Iterator[tuple[int, Any]]:
+    def _run(self, prompts: list[list[int]], params: list[Any], work: str) -> Iterator[tuple[int, Any]]:
         """(index, RequestOutput) of each prompt as the engine finishes it."""
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
         if not prompts:
             return
-        engine = self.llm.llm_engine
+        engine = self._engine(work).llm_engine
         self._batch += 1
         ids = [f"lmboard-{self._batch}-{n}" for n in range(len(prompts))]
         try:
@@ -296,7 +311,7 @@ class VLLMModel(HFTokenizing):
                 rendered.append(text)
                 effective.append(eff)
         t0 = time.perf_counter()
-        for n, out in self._run(prompts, params):
+        for n, out in self._run(prompts, params, "generate"):
             o = out.outputs[0]
             yield GenResult(todo[n].key, o.text, rendered[n], len(prompts[n]), len(o.token_ids),
                             time.perf_counter() - t0, "length" if o.finish_reason == "length" else "stop", effective[n])
