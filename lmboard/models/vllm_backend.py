@@ -18,10 +18,8 @@ meet exactly where the job cut them (no re-tokenization at the boundary).
   whatever else is in flight, as on the hf backend), stop strings, and every end-of-turn
   id of the template.
 
-On a CPU, vLLM binds its threads to the cores ``VLLM_CPU_OMP_THREADS_BIND`` names: when
-unset, lmboard names the cores this process may run on (under torchrun, each rank its
-own share). Under torchrun each rank runs its own engine on its shard (data parallel);
-``tensor_parallel_size`` splits one engine over GPUs.
+On a CPU, ``VLLM_CPU_OMP_THREADS_BIND`` defaults to this process's cores (under torchrun,
+each rank's share); each rank runs its own engine on its shard (data parallel).
 """
 
 from __future__ import annotations
@@ -191,7 +189,7 @@ class VLLMModel(HFTokenizing):
         if o.max_num_seqs is not None:
             kwargs["max_num_seqs"] = o.max_num_seqs
         t0 = time.perf_counter()
-        with _outside_torchrun():
+        with _outside_torchrun(o.tensor_parallel_size if _has_cuda() else 0):
             llm = LLM(**kwargs)
         self.start_s = time.perf_counter() - t0
         self._started_eager = kwargs["enforce_eager"]
@@ -377,13 +375,26 @@ def _has_cuda() -> bool:
 class _outside_torchrun:
     """vLLM's workers set up torch.distributed with their own world; under torchrun the
     launcher's variables (RANK, WORLD_SIZE, MASTER_PORT...) would make each rank's engine
-    join the launcher's world. They are hidden while the engine starts."""
+    join the launcher's world. They are hidden while the engine starts. With ``gpus``
+    (the engine's tensor-parallel size on a GPU machine) each node-local rank's engine is
+    given its own GPUs, LOCAL_RANK x gpus onwards, unless CUDA_VISIBLE_DEVICES is set (not
+    tested here: no GPU was lent to the session that wrote this)."""
 
     NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE",
              "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
 
+    def __init__(self, gpus: int = 0):
+        self.gpus = gpus
+
     def __enter__(self) -> None:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         self.saved = {k: os.environ.pop(k) for k in self.NAMES if k in os.environ}
+        self.devices = self.gpus and ranks > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ
+        if self.devices:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(local * self.gpus + i) for i in range(self.gpus))
 
     def __exit__(self, *exc: Any) -> None:
+        if self.devices:
+            del os.environ["CUDA_VISIBLE_DEVICES"]
         os.environ.update(self.saved)
