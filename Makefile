@@ -60,7 +60,7 @@ browser:
 # and the engine's (unit tests and SmolLM2's engine tests: the transformers internals it calls).
 test: $(STAMP) $(VLLM_STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider
-	$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/vllm tests/unit tests/e2e/test_engine_smollm2.py
+	$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/on_vllm tests/unit tests/e2e/test_engine_smollm2.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

