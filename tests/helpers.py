@@ -116,3 +116,44 @@ def continuous(lm, sets, sched=None, recheck: float = 0.0, skip=None):
     pm, why = packed_for(lm.model, lm.device)
     assert pm is not None, why
     return continuous_groups(lm, pm, sets, skip, sched or SchedulerSettings(), recheck)
+
+
+def normalized(logits: list[float]) -> list[float]:
+    """Log-probabilities normalized over the given entries (an exam's letters): what two
+    backends that report logits and log-probabilities respectively agree on."""
+    import math
+
+    m = max(logits)
+    z = m + math.log(sum(math.exp(x - m) for x in logits))
+    return [x - z for x in logits]
+
+
+def exam_samples(folder: Path) -> dict:
+    """An exam's samples.jsonl by (subject, index)."""
+    import json
+
+    rows = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
+    return {(r["subject"], r["index"]): r for r in rows}
+
+
+# Label continuations for scoring tests: Chinese and English sentiment, a short answer.
+CONTINUATION_CASES = [("这家酒店很干净，服务也好。情感：", ["正面", "负面"]),
+                      ("The room was dirty and loud. Sentiment:", [" positive", " negative"]),
+                      ("Question: What is 2 + 2?\nAnswer:", [" 4", " 5", " four"])]
+
+
+def check_continuations(lm, reference, tolerance: float) -> None:
+    """``lm``'s summed continuation log-probabilities within ``tolerance`` per token of
+    ``reference``'s (the hf backend, float32), with the same greedy flags."""
+    from lmboard.lm import ScoreRequest, continuation_ids
+
+    reqs = []
+    for i, (text, labels) in enumerate(CONTINUATION_CASES):
+        ctx, conts = continuation_ids(reference, text, labels)
+        reqs.append(ScoreRequest(f"q{i}", tuple(ctx), tuple(tuple(c) for c in conts)))
+    got = {s.key: s for batch in lm.score(reqs) for s in batch}
+    want = {s.key: s for batch in reference.score(reqs, exact=True) for s in batch}
+    for r in reqs:
+        for j, cont in enumerate(r.continuations):
+            assert abs(got[r.key].logprobs[j] - want[r.key].logprobs[j]) < tolerance * len(cont), (r.key, j)
+        assert got[r.key].greedy == want[r.key].greedy

