@@ -31,7 +31,9 @@ def gguf_cache_dir(where: str, gguf: str, dtype: str) -> Path | None:
 
 
 def save_gguf_cache(target: Path, model, tokenizer) -> str | None:
-    """Save atomically (a temp folder renamed into place); failure only costs speed."""
+    """Save atomically (a temp folder renamed into place); failure only costs speed. A
+    folder already in place is never removed: another process may be loading from it (two
+    torchrun ranks unpacking the same file at once: the second's copy is dropped)."""
     import shutil
     import tempfile
 
@@ -53,10 +55,18 @@ def save_gguf_cache(target: Path, model, tokenizer) -> str | None:
             if qconfig is not None:
                 model.config.quantization_config = qconfig
         tokenizer.save_pretrained(tmp)
+        if not (tmp / "config.json").is_file() or not any(tmp.glob("*.safetensors")):
+            # Under torch.distributed transformers writes weights on rank 0 only: this
+            # rank's copy would be a folder of tokenizer files.
+            shutil.rmtree(tmp, ignore_errors=True)
+            return None
         (tmp / "complete").write_text("ok")
-        if target.exists():
-            shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+        try:
+            tmp.rename(target)
+        except OSError:  # the folder is there: another process (a torchrun rank) unpacked it first
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (target / "complete").is_file():  # not a finished copy: not ours to remove; go on without
+                return None
         return str(target)
     except (OSError, ValueError, AttributeError):
         return None

@@ -4,22 +4,16 @@ Scoring and generation run on vLLM's engine; prompts are rendered and tokenized 
 with the model's own tokenizer and sent as token ids, so a context and its continuation
 meet exactly where the job cut them (no re-tokenization at the boundary).
 
-- Letters read at one position (an exam's answer letters): one request per question,
-  ``max_tokens=1`` with ``logprob_token_ids``: the letters' log-probabilities at the
-  prompt's last position (raw, before any sampling processor). These are log-softmax
-  values, not logits: they differ from the logits by one constant per question, so
-  their argmax and their softmax over the letters are the same. vLLM's prefix cache
-  computes a shared few-shot header once.
-- Continuations (a label, an option): one request per continuation with
-  ``prompt_logprobs=0``: each prompt token's log-probability and rank (rank 1: the
-  greedy choice), as lm-evaluation-harness's vllm model reads them. vLLM skips its
-  prefix cache for such requests (it computes every position's logits).
-- Generation: each request's own settings and seed (``sequence_seed``: the same answer
-  whatever else is in flight, as on the hf backend), stop strings, and every end-of-turn
-  id of the template.
+- Letters at one position (an exam's): one request per question, ``max_tokens=1`` with
+  ``logprob_token_ids``: raw log-probabilities at the last position (log-softmax values:
+  the logits less one constant per question, the same argmax and softmax over the
+  letters). vLLM's prefix cache computes a shared few-shot header once.
+- Continuations: one request each with ``prompt_logprobs=0`` (each prompt token's
+  log-probability and rank; rank 1 is greedy), as lm-evaluation-harness's vllm model.
+- Generation: each request's own settings and seed (``sequence_seed``), stop strings,
+  every end-of-turn id of the template.
 
-On a CPU, ``VLLM_CPU_OMP_THREADS_BIND`` defaults to this process's cores (under torchrun,
-each rank's share); each rank runs its own engine on its shard (data parallel).
+Under torchrun each rank runs its own engine on its shard (on a CPU, its share of the cores).
 """
 
 from __future__ import annotations
@@ -95,6 +89,12 @@ def folder_of(spec: ModelSpec) -> str:
     if cached is not None and (cached / "complete").is_file():
         return str(cached)
     loaded = hf_load.load(ModelSpec("hf", where, HFOptions(gguf_file=gguf, dtype="float32")))
+    for _ in range(600):  # under torchrun rank 0 writes the folder (transformers saves there only)
+        if cached is not None and (cached / "complete").is_file():
+            return str(cached)
+        if loaded.gguf_cache is not None or "LOCAL_RANK" not in os.environ:
+            break
+        time.sleep(0.5)
     if loaded.gguf_cache is None:
         raise UsageError(f"{spec.name}: {gguf} could not be unpacked into a folder vLLM reads (the GGUF cache is "
                          "off: LMBOARD_GGUF_CACHE=0, or not writable): give a Hugging Face folder")
