@@ -110,6 +110,7 @@ class OpenAIModel(HFTokenizing):
         self._turn = 0
         self.requests_sent = 0
         self._tokenizer: Any = None
+        self._generation_config: Any = None
         self._max_length: int | None = None
         self.scorer = CompletionScorer(self)
 
@@ -129,7 +130,9 @@ class OpenAIModel(HFTokenizing):
 
     @property
     def generation_config(self) -> Any:
-        return load_generation_config(self.options.tokenizer or self.spec.name)
+        if self._generation_config is None:  # read once (its end-of-turn ids)
+            self._generation_config = load_generation_config(self.options.tokenizer or self.spec.name)
+        return self._generation_config
 
     @property
     def max_length(self) -> int:
