@@ -64,3 +64,37 @@ def sample_store(path) -> Store:
     speed_run(s, "speed-a", "model-a", "bfloat16", 30.0, 900.0)
     speed_run(s, "speed-b", "model-b", "float32", 20.0, 1400.0)
     return s
+
+
+def classify_run(store: Store, rid: str, label: str, dtype: str, data, rows: dict[int, tuple[str, str]]) -> None:
+    """rows: line -> (gold, pred); the texts are the data file's (as a real run's)."""
+    settings = {"labels": {"0": "负面", "1": "正面"}, "template": None, "shots": 0, "by": "loglik", "normalize": "none",
+                "seed": 123}
+    store.open_run(rid, "classify", label, {"data": str(data), "settings": settings, "test": "t"},
+                   {**prov(label, dtype), "columns": {"text": "review", "label": "label"}})
+    store.add_samples(rid, [(str(n), {"gold": g, "pred": p, "scores": [-1.0, -2.0]}) for n, (g, p) in rows.items()])
+    right = sum(g == p for g, p in rows.values())
+    store.finish_run(rid, {"accuracy": right / len(rows), "macro_f1": 0.5, "n": len(rows), "unmatched": 0})
+
+
+def big_store(path, n_models: int = 30, n_subjects: int = 12) -> Store:
+    """30 models over MMLU and CMMLU 5-shot (12 subjects each, so 4 category columns each),
+    a judged run and a speed run each: 12+ columns, every pair comparable."""
+    s = Store(path)
+    for m in range(n_models):
+        label = f"model-{m:02d}-with-a-rather-long-name"
+        subjects = {f"subject_{i}": [(q * (m + 3) + i) % 7 < 3 + m % 4 for q in range(10)] for i in range(n_subjects)}
+        subjects["astronomy"] = subjects.pop("subject_0")
+        exam_run(s, f"mmlu-{m}", label, "bfloat16", subjects)
+        cfg = {"exam": {"task": "cmmlu", "data": "/data/cmmlu", "subjects": sorted(subjects), "limit": None, "shots": 5,
+                        "letter_token": "spaced", "chat": False, "max_length": None}, "template": "t1"}
+        rid = f"cmmlu-{m}"
+        s.open_run(rid, "exam", label, cfg, prov(label, "bfloat16"))
+        s.add_samples(rid, [(f"{k}/{i}", {"subject": k, "index": i, "correct": c, "pred": "A", "gold": "A"})
+                            for k, xs in subjects.items() for i, c in enumerate(xs)])
+        s.finish_run(rid, {"categories": {"STEM": 0.3, "人文学科": 0.4, "社会科学": 0.35, "其他": 0.25,
+                                          "中国特定主题": 0.3 + m / 100}})
+        generate_run(s, f"gen-{m}", label, "bfloat16")
+        judge_run(s, f"judge-{m}", label, 20.0 + m, ["fine"] * 4)
+        speed_run(s, f"speed-{m}", label, "bfloat16", 20.0 + m, 800.0 + 10 * m)
+    return s

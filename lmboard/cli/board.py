@@ -24,7 +24,7 @@ def board_cmd(
 ) -> None:
     """The leaderboard: exams, classification, ShopBench, judged win rates and speed per model."""
     from lmboard.report.board_collect import build, run_samples
-    from lmboard.report.board_text import terminal_table, to_csv, to_json, to_markdown
+    from lmboard.report.board_text import terminal_tables, to_csv, to_json, to_markdown
     from lmboard.store import Store, default_db_path
 
     path = db or default_db_path()
@@ -49,7 +49,7 @@ def board_cmd(
     if not board.models:
         raise UsageError(f"--db {path}: no finished run" + (f" of {models}" if models else "") + " to show")
     if kind is None:
-        out.print(terminal_table(board))
+        _print_tables(terminal_tables(board, _width()))
         return
     if kind == "html":
         from lmboard.report.board_html import render
@@ -70,3 +70,24 @@ def board_cmd(
         import webbrowser
 
         webbrowser.open(out_file.resolve().as_uri())
+
+
+def _width() -> int:
+    """The terminal's width; piped, $COLUMNS or 120 (a log or a pager reads that well)."""
+    import os
+    import sys
+
+    if sys.stdout.isatty():
+        return out.width
+    try:
+        return max(60, int(os.environ.get("COLUMNS", "")))
+    except ValueError:
+        return 120
+
+
+def _print_tables(tables: list) -> None:
+    from rich.console import Console
+
+    console = Console(width=_width(), highlight=False)
+    for t in tables:
+        console.print(t)

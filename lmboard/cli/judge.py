@@ -69,12 +69,17 @@ def judge_cmd(
         load_plugin_paths(plugins)
     if annotations:
         from lmboard.judge.board import read_annotations
+        from lmboard.judge.run import record_annotations
 
-        results = read_annotations(expand(annotations))
-        board = build_board(results, seed, bootstrap)
+        files = expand(annotations)
+        results = read_annotations(files)
+        store = open_store(db, quiet)
+        board = build_board(results, seed, bootstrap, mode="annotations")
         write_board_csv(board, leaderboard)
+        ids = record_annotations(store, results, board, files)
         if not quiet:
             out.print(board_table(board, f"leaderboard from {len(results)} annotation sets"))
+            out.print(f"stored as {len(ids)} judge runs in {store.path}: lmboard board shows them", markup=False)
         return
     if not outputs or judge is None or (mode == "pairwise" and reference is None):
         raise UsageError("judge needs --outputs and --judge (and --reference in pairwise mode), or --annotations")

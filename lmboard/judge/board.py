@@ -20,6 +20,11 @@ from lmboard.judge.stats import bootstrap_ci, head2head, length_controlled
 ALPACA_COLUMNS = ["win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total",
                   "discrete_win_rate", "mode", "avg_length", "length_controlled_winrate", "lc_standard_error"]
 OUR_COLUMNS = ["win_rate_ci_low", "win_rate_ci_high", "n_invalid", "judge", "consistency"]
+# the length-controlled rate is lmboard's own offline fit (judge/stats.py), not alpaca_eval's
+# published one (which uses instruction difficulties fitted on its whole leaderboard): the CSV
+# says so in the columns' names
+CSV_NAMES = {"length_controlled_winrate": "lmboard_length_controlled_winrate",
+             "lc_standard_error": "lmboard_lc_standard_error"}
 
 
 @dataclass
@@ -31,6 +36,7 @@ class GeneratorResult:
     preferences: list[float | None]  # in [1, 2]; None = invalid judgment
     judge: str = ""
     consistency: float | None = None
+    reference: str = ""  # the reference's generator (alpaca_eval's generator_1)
     extra: dict = field(default_factory=dict)
 
 
@@ -89,7 +95,8 @@ def read_annotations(paths: list[Path]) -> list[GeneratorResult]:
             if pref is not None and (not isinstance(pref, int | float) or isinstance(pref, bool)):
                 raise UsageError(f"{path}: entry {i}: preference must be a number in [1, 2] or null (got {pref!r})")
             name = path.stem if len(gens) == 1 else e["generator_2"]
-            r = results.setdefault(name, GeneratorResult(name, [], [], [], [], judge=str(e.get("annotator", ""))))
+            r = results.setdefault(name, GeneratorResult(name, [], [], [], [], judge=str(e.get("annotator", "")),
+                                                         reference=str(e.get("generator_1") or "")))
             r.instructions.append(e["instruction"])
             r.outputs.append(e["output_2"])
             r.references.append(e["output_1"])
@@ -97,8 +104,11 @@ def read_annotations(paths: list[Path]) -> list[GeneratorResult]:
     return list(results.values())
 
 
-def build_board(results: list[GeneratorResult], seed: int = 0, n_boot: int = 2000, mode: str = "community") -> list[dict]:
-    """One row per generator; length control fitted jointly over the whole board."""
+def build_board(results: list[GeneratorResult], seed: int = 0, n_boot: int = 2000, mode: str = "lmboard") -> list[dict]:
+    """One row per generator; length control fitted jointly over the whole board.
+
+    ``mode`` fills alpaca_eval's column of that name (there: community, verified, minimal):
+    ``lmboard`` for judgments made here, ``annotations`` for a board built from files."""
     index: dict[str, int] = {}
     lc_rows: dict[str, list[tuple[int, float, float]]] = {}
     for r in results:
@@ -137,7 +147,7 @@ def write_board_csv(board: list[dict], path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["", *ALPACA_COLUMNS, *OUR_COLUMNS])
+        w.writerow(["", *(CSV_NAMES.get(c, c) for c in ALPACA_COLUMNS), *OUR_COLUMNS])
         for row in board:
             w.writerow([row["name"], *[_fmt(row[c]) for c in ALPACA_COLUMNS + OUR_COLUMNS]])
     tmp.replace(path)
@@ -153,7 +163,7 @@ def board_table(board: list[dict], title: str):
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
-    for col in ("generator", "LC win rate", "win rate", "95% CI", "n", "invalid", "avg len"):
+    for col in ("generator", "LC win rate (lmboard fit)", "win rate", "95% CI", "n", "invalid", "avg len"):
         t.add_column(col, justify="left" if col == "generator" else "right")
     for r in board:
         t.add_row(r["name"], f"{r['length_controlled_winrate']:.1f}", f"{r['win_rate']:.1f}",

@@ -161,3 +161,27 @@ def _write_single(rows: list[dict], path: Path) -> None:
         w.writerow(["", "mean_score", "ci_low", "ci_high", "n_total", "n_invalid", "judge"])
         for r in sorted(rows, key=lambda r: -r["mean"] if not math.isnan(r["mean"]) else 0):
             w.writerow([r["name"], r["mean"], r["ci_low"], r["ci_high"], r["n"], r["n_invalid"], r["judge"]])
+
+
+def record_annotations(store: Store, results: list[GeneratorResult], board: list[dict], files: list[Path]) -> list[str]:
+    """A board built from annotation files, stored as one finished ``judge`` run per
+    generator (the annotator as the judge, generator_1 as the reference), so that
+    ``lmboard board`` shows it; keyed by the files' contents: importing them again changes
+    nothing. Returns the run ids."""
+    import hashlib
+
+    digest = hashlib.sha256(b"".join(hashlib.sha256(Path(f).read_bytes()).digest() for f in sorted(map(str, files)))
+                            ).hexdigest()
+    rows, ids = {r["name"]: r for r in board}, []
+    for r in results:
+        config = {"generator": r.name, "judge": r.judge, "reference": r.reference, "mode": "annotations",
+                  "files": digest[:16]}
+        rid = f"judge-{stable_hash(config, 12)}"
+        store.open_run(rid, "judge", r.name, config, {"judge_spec": {"annotator": r.judge},
+                                                      "annotations": [str(Path(f).resolve()) for f in files]})
+        store.add_samples(rid, [(f"{k:06d}", {"instruction": i, "output": o, "reference": ref, "preference": p})
+                                for k, (i, o, ref, p) in enumerate(zip(r.instructions, r.outputs, r.references,
+                                                                       r.preferences, strict=True))])
+        store.finish_run(rid, {**rows[r.name], "judge": r.judge, "reference": r.reference})
+        ids.append(rid)
+    return ids

@@ -12,20 +12,35 @@ from lmboard.report.board_data import (
     ModelRow,
     accuracy_cell,
     model_row,
+    percent,
     run_info,
     settings_key,
 )
 from lmboard.store import Store
 
 
-def _group(board: Board, base: str, settings: dict) -> tuple[str, str]:
+def _group(board: Board, base: str, settings: dict, detail: str = "") -> tuple[str, str]:
     """(column key prefix, group label): runs that differ in any setting get their own
-    columns; a label already taken by other settings is marked with the settings' hash."""
+    columns; a name already taken by other settings gets the settings that tell them apart
+    (``detail``), and the settings' hash if even that is taken."""
     h = settings_key(settings)
+
+    def taken(label: str) -> bool:
+        return any(c.group == label and c.settings != settings for c in board.columns.values())
+
     label = base
-    if any(c.group == base and c.settings != settings for c in board.columns.values()):
-        label = f"{base} [{h}]"
+    if taken(label) and detail:
+        label = f"{base} ({detail})"
+    if taken(label):
+        label = f"{label} [{h}]"
     return h, label
+
+
+TITLES = {"mmlu": "MMLU", "cmmlu": "CMMLU", "ceval": "C-Eval"}
+
+
+def exam_title(task: str | None) -> str:
+    return TITLES.get(str(task), str(task))
 
 
 def add_exam(board: Board, store: Store, run: dict, _: dict) -> None:
@@ -33,32 +48,47 @@ def add_exam(board: Board, store: Store, run: dict, _: dict) -> None:
     exam = cfg.get("exam", {})
     settings = {**{k: exam.get(k) for k in ("task", "data", "subjects", "limit", "shots", "letter_token", "chat",
                                             "max_length")}, "template": cfg.get("template")}
-    base = f"{exam.get('task')} {exam.get('shots')}-shot" + (" bare letter" if exam.get("letter_token") == "bare"
-                                                             else "") + (" chat" if exam.get("chat") else "")
-    h, group = _group(board, base, settings)
+    base = f"{exam_title(exam.get('task'))} {exam.get('shots')}-shot" + (
+        " bare letter" if exam.get("letter_token") == "bare" else "") + (" chat" if exam.get("chat") else "")
+    subjects = exam.get("subjects") or []
+    detail = ", ".join(x for x in (f"{len(subjects)} subjects" if subjects else "",
+                                   f"{exam['limit']} a subject" if exam.get("limit") else "") if x)
+    h, group = _group(board, base, settings, detail)
     model = model_row(run["provenance"] or {}, run["model"])
     correct, clusters = {}, {}
     for k, s in store.samples(run["id"]):
         correct[k], clusters[k] = bool(s["correct"]), s.get("subject", "")
-    col = Column(f"exam:{h}", group, "accuracy", "frac", settings=settings)
+    col = Column(f"exam:{h}", group, "accuracy", settings=settings, family="exams", main=True)
     board.put(model, col, accuracy_cell(board, col, model, run["id"], correct, clusters))
     for cat, acc in (summary.get("categories") or {}).items():
-        board.put(model, Column(f"exam:{h}:cat:{cat}", group, cat, "frac", settings=settings),
-                  Cell(acc, run=run["id"]))
+        board.put(model, Column(f"exam:{h}:cat:{cat}", group, cat, settings=settings, family="exams"),
+                  Cell(percent(acc), run=run["id"]))
+
+
+def dataset_name(data: str) -> str:
+    """A classification file's benchmark name: ``chnsenticorp/ChnSentiCorp_htl_all.csv`` is
+    ChnSentiCorp (the file name's part that its folder is named after), else the file's stem."""
+    path = Path(data)
+    folder, stem = path.parent.name.lower(), path.stem
+    if folder and stem.lower().startswith(folder) and len(folder) >= 3:
+        return stem[:len(folder)]
+    return stem
 
 
 def add_classify(board: Board, store: Store, run: dict, _: dict) -> None:
     cfg, summary = run["config"], run["summary"] or {}
     st = cfg.get("settings", {})
     settings = {"data": cfg.get("data"), "test": cfg.get("test"), **st}
-    base = f"{Path(str(cfg.get('data'))).stem} {st.get('by')} {st.get('shots')}-shot"
-    h, group = _group(board, base, settings)
+    by = " by generation" if st.get("by") == "generate" else ""
+    base = f"{dataset_name(str(cfg.get('data')))} {st.get('shots')}-shot{by}"
+    detail = ", ".join(f"{k} {st[k]}" for k in ("normalize", "template") if st.get(k) not in (None, "none"))
+    h, group = _group(board, base, settings, detail)
     model = model_row(run["provenance"] or {}, run["model"])
     correct = {k: s["pred"] == s["gold"] for k, s in store.samples(run["id"])}
-    col = Column(f"cls:{h}", group, "accuracy", "frac", settings=settings)
+    col = Column(f"cls:{h}", group, "accuracy", settings=settings, family="classification", main=True)
     board.put(model, col, accuracy_cell(board, col, model, run["id"], correct, {}))
-    board.put(model, Column(f"cls:{h}:f1", group, "macro-F1", "frac", settings=settings),
-              Cell(summary.get("macro_f1"), run=run["id"], n=summary.get("n")))
+    board.put(model, Column(f"cls:{h}:f1", group, "macro-F1", settings=settings, family="classification"),
+              Cell(percent(summary.get("macro_f1")), run=run["id"], n=summary.get("n")))
 
 
 def add_shopbench(board: Board, store: Store, run: dict, _: dict) -> None:
@@ -66,27 +96,34 @@ def add_shopbench(board: Board, store: Store, run: dict, _: dict) -> None:
     for parse, res in (run["summary"] or {}).items():
         if isinstance(res, dict) and "overall" in res:
             settings = {"parse": parse, "key": run["config"]}
-            h, group = _group(board, "shopbench", {"parse": parse})
-            board.put(model, Column(f"shop:{parse}", group, f"overall ({parse} parse)", "frac", settings=settings),
-                      Cell(res["overall"], run=run["id"], n=res.get("n")))
+            h, group = _group(board, "ShopBench", {"parse": parse})
+            board.put(model, Column(f"shop:{parse}", group, f"overall ({parse} parse)", settings=settings,
+                                    family="shopbench", main=parse == "official"),
+                      Cell(percent(res["overall"]), run=run["id"], n=res.get("n")))
 
 
 def add_judge(board: Board, store: Store, run: dict, generated: dict[str, ModelRow]) -> None:
     cfg, s = run["config"], run["summary"] or {}
     model = generated.get(run["model"]) or ModelRow(run["model"], run["model"])
-    settings = {k: cfg.get(k) for k in ("judge", "reference", "mode", "lang", "seed", "both_orders")}
-    h, group = _group(board, f"judged vs {s.get('reference')} by {s.get('judge')}", settings)
+    settings = {k: cfg.get(k) for k in ("judge", "reference", "mode", "lang", "seed", "both_orders", "files")}
+    judge = s.get("judge") or cfg.get("judge")
+    h, group = _group(board, f"judged vs {s.get('reference')} · judge {judge}", settings)
     if cfg.get("mode") == "single":
-        board.put(model, Column(f"judge:{h}", group, "mean score", "score", settings=settings),
-                  Cell(s.get("mean"), s.get("ci_low"), s.get("ci_high"), run["id"], s.get("n")))
+        board.put(model, Column(f"judge:{h}", group, "mean score", "score", settings=settings, family="judged",
+                                main=True),
+                  Cell(s.get("mean"), s.get("ci_low"), s.get("ci_high"), run["id"], s.get("n"),
+                       "bootstrap over instructions"))
         return
-    board.put(model, Column(f"judge:{h}", group, "win rate", "pct", settings=settings),
-              Cell(s.get("win_rate"), s.get("win_rate_ci_low"), s.get("win_rate_ci_high"), run["id"], s.get("n_total")))
+    board.put(model, Column(f"judge:{h}", group, "win rate", settings=settings, family="judged", main=True),
+              Cell(s.get("win_rate"), s.get("win_rate_ci_low"), s.get("win_rate_ci_high"), run["id"], s.get("n_total"),
+                   "bootstrap over instructions"))
     lc, se = s.get("length_controlled_winrate"), s.get("lc_standard_error")
     ok = lc is not None and lc == lc
-    board.put(model, Column(f"judge:{h}:lc", group, "LC win rate", "pct", settings=settings),
-              Cell(lc if ok else None, lc - 1.96 * se if ok and se == se else None,
-                   lc + 1.96 * se if ok and se == se else None, run["id"], s.get("n_total")))
+    band = ok and se is not None and se == se
+    # fitted offline on this board's generators (judge/stats.py), not alpaca_eval's published fit
+    board.put(model, Column(f"judge:{h}:lc", group, "LC win rate (lmboard fit)", settings=settings, family="judged"),
+              Cell(lc if ok else None, lc - 1.96 * se if band else None, lc + 1.96 * se if band else None, run["id"],
+                   s.get("n_total"), "±1.96 standard errors" if band else None))
 
 
 def add_speed(board: Board, store: Store, run: dict, _: dict) -> None:
@@ -103,16 +140,17 @@ def add_speed(board: Board, store: Store, run: dict, _: dict) -> None:
     one = next((r for r in rows if r["batch_size"] == 1), None)
     big = max(rows, key=lambda r: r["batch_size"])
     rid = run["id"]
+
+    def col(key: str, label: str, unit: str, higher: bool = True, main: bool = False) -> Column:
+        return Column(f"speed:{h}:{key}", group, label, unit, higher, settings, "speed", main)
+
     if one:
-        board.put(model, Column(f"speed:{h}:b1", group, "decode tok/s (batch 1)", "tok/s", settings=settings),
-                  Cell(one["decode_tokens_per_s"], run=rid))
-        board.put(model, Column(f"speed:{h}:ttft", group, "TTFT s (batch 1)", "s", False, settings),
-                  Cell(one["ttft_s"]["median"], run=rid))
+        board.put(model, col("b1", "decode tok/s (batch 1)", "tok/s", main=True), Cell(one["decode_tokens_per_s"], run=rid))
+        board.put(model, col("ttft", "TTFT (batch 1)", "s", False), Cell(one["ttft_s"]["median"], run=rid))
     if big is not one:
-        board.put(model, Column(f"speed:{h}:bmax", group, "decode tok/s (largest batch)", "tok/s", settings=settings),
+        board.put(model, col("bmax", f"decode tok/s (batch {big['batch_size']})", "tok/s", main=one is None),
                   Cell(big["decode_tokens_per_s"], run=rid, n=big["batch_size"]))
-    board.put(model, Column(f"speed:{h}:mem", group, "peak memory MB", "MB", False, settings),
-              Cell(max(r.get("peak_rss_mb") or 0 for r in rows) or None, run=rid))
+    board.put(model, col("mem", "peak memory", "MB", False), Cell(max(r.get("peak_rss_mb") or 0 for r in rows) or None, run=rid))
 
 
 def add_imported(board: Board, store: Store, run: dict, _: dict) -> None:
@@ -120,9 +158,14 @@ def add_imported(board: Board, store: Store, run: dict, _: dict) -> None:
     for e in s.get("entries", []):
         model = ModelRow(f"{e['model']} (imported)", e["model"], imported=s.get("file"))
         settings = {"imported": s.get("format")}
+        pct = e["unit"] in ("frac", "pct", "%")
+        scale = 100 if e["unit"] == "frac" else 1
+        v = (lambda x, k=scale: None if x is None else x * k)  # noqa: E731
         board.put(model, Column(f"imp:{settings_key(e['group'], e['label'])}", f"{e['group']} (imported)",
-                                e["label"], e["unit"], settings=settings),
-                  Cell(e["value"], e.get("low"), e.get("high"), run["id"], e.get("n")))
+                                e["label"], "%" if pct else e["unit"], settings=settings, family="imported",
+                                main=e["label"] in ("win rate", "acc", "acc_norm", "exact_match")),
+                  Cell(v(e["value"]), v(e.get("low")), v(e.get("high")), run["id"], e.get("n"),
+                       "±1.96 standard errors (from the file)" if e.get("low") is not None else None))
 
 
 ADD = {"imported": add_imported, "exam": add_exam, "classify": add_classify, "shopbench": add_shopbench, "judge": add_judge,
@@ -170,6 +213,8 @@ def run_samples(store: Store, board: Board) -> dict[str, list[dict]]:
         info = board.runs.get(rid, {})
         if info.get("kind") == "exam":
             _with_questions(rows, (info.get("config") or {}).get("exam") or {})
+        elif info.get("kind") == "classify":
+            _with_texts(rows, info)
         out[rid] = rows
     return out
 
@@ -192,3 +237,22 @@ def _with_questions(rows: list[dict], exam_cfg: dict) -> None:
         if q is not None:
             r["question"] = q.question
             r["choices"] = dict(zip(exam.letters, q.choices, strict=False))
+
+
+def _with_texts(rows: list[dict], info: dict) -> None:
+    """A classification run's texts by line, from its data file when it is still there
+    (the columns are in the run's provenance)."""
+    from lmboard.io import read_csv_dicts, read_jsonl
+
+    cols = info.get("columns") or {}
+    data = Path(str((info.get("config") or {}).get("data")))
+    col = cols.get("text", "text")
+    try:
+        lines = read_jsonl(data) if data.suffix == ".jsonl" else read_csv_dicts(data, (col,))
+    except Exception:  # noqa: BLE001 - the data moved or changed: the page shows what the store holds
+        return
+    text = {str(n): r.get(col) for n, r in lines if isinstance(r, dict)}
+    for r in rows:
+        t = text.get(str(r["key"]))
+        if isinstance(t, str):
+            r["text"] = t

@@ -6,6 +6,11 @@ comparisons computed from the stored samples.
 A model is its spec's label (or name) with the dtype and the adapter: SmolLM2 in float32,
 in bfloat16 and with an adapter are three rows. Judged runs name their generator; it is
 matched to the `lmboard generate` run that produced it when there is exactly one.
+
+Units: every share is in percent (accuracy, F1, win rate), so the page, the terminal,
+CSV and JSON show one unit per column; the others are tok/s, s, MB, or a judge's 1-10
+score. A column belongs to a family (the page's views and the terminal's blocks) and a
+group (one benchmark with its settings); one column of a group is its headline.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmboard.metrics.paired import cluster_bootstrap_ci, paired_comparison
+from lmboard.metrics.paired import accuracy_interval, paired_comparison
 from lmboard.text import stable_hash
+
+FAMILIES = ("exams", "classification", "shopbench", "judged", "speed", "imported")
+UNITS = {"%": "percent", "tok/s": "tokens per second", "s": "seconds", "MB": "megabytes", "score": "1-10 grade"}
 
 
 @dataclass
@@ -25,16 +33,19 @@ class Cell:
     high: float | None = None
     run: str | None = None
     n: int | None = None
+    interval: str | None = None  # how low and high were made (None: no interval)
 
 
 @dataclass
 class Column:
     key: str
-    group: str  # "mmlu 5-shot", "judged vs gpt4_turbo by smollm2", "speed"
+    group: str  # "MMLU 5-shot", "judged vs gpt4_turbo · judge smollm2", "speed 256+64 tokens on ..."
     label: str  # "accuracy", "STEM", "win rate", "decode tok/s (batch 1)"
-    unit: str = "score"  # score (0-1, shown as %), tok/s, s, MB, text
+    unit: str = "%"  # one of UNITS
     higher_better: bool = True
     settings: dict = field(default_factory=dict)
+    family: str = "exams"  # one of FAMILIES
+    main: bool = False  # the group's headline column (the overview shows these)
 
 
 @dataclass
@@ -87,18 +98,26 @@ def run_info(run: dict) -> dict:
     return {"id": run["id"], "kind": run["kind"], "model": run["model"], "created": run["created"],
             "spec": prov.get("model_spec") or prov.get("judge_spec"), "dtype": prov.get("dtype"),
             "versions": prov.get("versions"), "template_hash": prov.get("prompt_template_hash"),
+            "runtime": prov.get("runtime"), "hardware": prov.get("hardware"), "columns": prov.get("columns"),
             "config": run.get("config")}
 
 
 def accuracy_cell(board: Board, col: Column, model: ModelRow, run_id: str, correct: dict[str, bool],
                   clusters: dict[str, str]) -> Cell:
-    """Accuracy with its cluster-bootstrap interval; the per-question record kept for pairs."""
+    """Accuracy in percent with its interval (metrics/paired.py's rule: a cluster bootstrap
+    over enough subjects, else Wilson's); the per-question record kept for pairs."""
     keys = sorted(correct)
-    vals = [float(correct[k]) for k in keys]
-    lo, hi = cluster_bootstrap_ci(vals, [clusters.get(k, k) for k in keys])
+    vals = [correct[k] for k in keys]
+    lo, hi, how = accuracy_interval(vals, [clusters[k] for k in keys] if clusters else None)
     board.correct.setdefault(col.key, {})[model.key] = correct
     board.clusters.setdefault(col.key, {}).update(clusters)
-    return Cell(sum(vals) / len(vals) if vals else None, lo, hi, run_id, len(vals))
+    if not vals:
+        return Cell(None, run=run_id, n=0)
+    return Cell(100 * sum(vals) / len(vals), 100 * lo, 100 * hi, run_id, len(vals), how)
+
+
+def percent(x: float | None) -> float | None:
+    return None if x is None or x != x else 100 * x
 
 
 def settings_key(*parts: object) -> str:

@@ -62,11 +62,15 @@ def alpaca_entries(path: Path) -> list[dict]:
         if not name:
             raise UsageError(f"{path}:{n}: a leaderboard row without a model name (the first column)")
         win, se = _num(r.get("win_rate")), _num(r.get("standard_error"))
-        lc, lse = _num(r.get("length_controlled_winrate")), _num(r.get("lc_standard_error"))
+        # alpaca_eval's published fit, or the one lmboard's judge wrote (named as lmboard's)
+        ours = "lmboard_length_controlled_winrate" in r
+        lc = _num(r.get("lmboard_length_controlled_winrate" if ours else "length_controlled_winrate"))
+        lse = _num(r.get("lmboard_lc_standard_error" if ours else "lc_standard_error"))
         group = "alpaca_eval leaderboard"
         out.append({"model": name, "group": group, "label": "win rate", "unit": "pct", "value": win,
                     "low": _interval(win, se)[0], "high": _interval(win, se)[1], "n": _num(r.get("n_total"))})
-        out.append({"model": name, "group": group, "label": "LC win rate", "unit": "pct", "value": lc,
+        out.append({"model": name, "group": group, "unit": "pct", "value": lc,
+                    "label": "LC win rate (lmboard fit)" if ours else "LC win rate (alpaca_eval)",
                     "low": _interval(lc, lse)[0], "high": _interval(lc, lse)[1], "n": _num(r.get("n_total"))})
     return out
 

@@ -37,7 +37,7 @@ def test_board_from_a_served_judge_and_zero_requests_on_rerun(generated, serve, 
     assert set(rows) == {"smollm2-greedy", "smollm2-sampled"}
     for row in rows.values():
         assert int(row["n_total"]) + int(row["n_invalid"]) == 10 and row["judge"]
-        assert (row["length_controlled_winrate"] != "") == (int(row["n_total"]) > 0)
+        assert (row["lmboard_length_controlled_winrate"] != "") == (int(row["n_total"]) > 0)
     assert sum(int(row["n_total"]) for row in rows.values()) > 0  # the served judge gave usable answers
     # the reference has 805 instructions, the outputs 10: listed, not silently dropped
     missing = json.loads(board.with_suffix(".missing.json").read_text())

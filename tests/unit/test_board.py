@@ -3,6 +3,8 @@ columns that keep different settings apart, missing values, the text formats."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import re
@@ -51,22 +53,24 @@ def test_board_rows_columns_and_intervals(tmp_path):
     board = build(sample_store(tmp_path / "db"))
     assert set(board.models) == {"model-a · bfloat16", "model-b · float32", "model-c · bfloat16", XSS[1]}
     groups = {c.group for c in board.columns.values()}
-    assert {"mmlu 5-shot", "mmlu 0-shot", "speed 256+64 tokens on test cpu", "judged vs gpt4 by smollm2"} <= groups
-    acc = next(c for c in board.columns.values() if c.group == "mmlu 5-shot" and c.label == "accuracy")
+    assert {"MMLU 5-shot", "MMLU 0-shot", "speed 256+64 tokens on test cpu", "judged vs gpt4 · judge smollm2"} <= groups
+    acc = next(c for c in board.columns.values() if c.group == "MMLU 5-shot" and c.label == "accuracy")
     cell = board.cells[("model-a · bfloat16", acc.key)]
-    assert cell.value == pytest.approx(14 / 20) and cell.n == 20
-    assert cell.low < 0.7 < cell.high
+    assert cell.value == pytest.approx(70.0) and cell.n == 20 and acc.unit == "%" and acc.main
+    # two subjects: too few for a cluster bootstrap, so Wilson's interval, and the cell says so
+    assert cell.low < 70 < cell.high and cell.interval.startswith("Wilson, 20 items (2 subjects")
     # model-c ran 0-shot: no 5-shot cell (missing, not 0), and a 0-shot column of its own
     assert ("model-c · bfloat16", acc.key) not in board.cells
     # the judged generator is matched to the generate run's model row
     win = next(c for c in board.columns.values() if c.label == "win rate")
     assert board.cells[("model-a · bfloat16", win.key)].value == 62.5
-    lc = next(c for c in board.columns.values() if c.label == "LC win rate")
+    lc = next(c for c in board.columns.values() if c.label == "LC win rate (lmboard fit)")
     assert board.cells[("model-a · bfloat16", lc.key)].value is None
     comp = board.comparisons()[acc.key]
     # aligned by question: A is right and B wrong on anatomy 5-7 and astronomy 3-5, never the reverse
     assert len(comp) == 1 and (comp[0]["n"], comp[0]["a_only"], comp[0]["b_only"]) == (20, 6, 0)
     assert comp[0]["p_value"] == pytest.approx(2 / 64) and comp[0]["difference"] == pytest.approx(6 / 20)
+    assert comp[0]["interval"].startswith("paired bootstrap over 20 items (2 subjects")
 
 
 def test_board_formats_and_errors(tmp_path):
@@ -115,16 +119,74 @@ def test_imported_lm_eval_and_alpaca_eval_results_go_on_the_board(tmp_path):
     cols = {c["key"]: c for c in doc["columns"]}
     mmlu = next(c for c in doc["cells"] if c["model"] == "org/tiny (imported)"
                 and cols[c["column"]]["group"] == "lm-eval mmlu 5-shot (imported)")
-    assert mmlu["value"] == 0.25 and mmlu["low"] == pytest.approx(0.25 - 1.96 * 0.01)
+    assert mmlu["value"] == 25.0 and mmlu["low"] == pytest.approx(25 - 196 * 0.01)
     arc = next(c for c in doc["cells"] if c["model"] == "org/tiny (imported)"
                and cols[c["column"]]["group"] == "lm-eval arc_easy 0-shot (imported)")
-    assert arc["value"] == 0.5 and arc["low"] is None  # no stderr: no interval
+    assert arc["value"] == 50.0 and arc["low"] is None  # no stderr: no interval
     null = [c for c in doc["cells"] if c["model"] == "NullModel (imported)" and cols[c["column"]]["label"] == "win rate"]
     assert null[0]["value"] == pytest.approx(76.91979180386511)
     # lmboard's own MMLU column stays apart from lm-eval's
-    assert "mmlu 5-shot" in {c["group"] for c in doc["columns"]}
+    assert "MMLU 5-shot" in {c["group"] for c in doc["columns"]}
+    lc = [c for c in doc["cells"] if c["model"] == "NullModel (imported)" and "LC" in cols[c["column"]]["label"]]
+    assert cols[lc[0]["column"]]["label"] == "LC win rate (alpaca_eval)"  # the published fit, named as theirs
     again = lmboard("board", "--db", str(tmp_path / "db"), "--import", str(lm_eval), "--format", "json")
     assert len(json.loads(again.stdout)["models"]) == len(doc["models"])
     check(lmboard("board", "--db", str(tmp_path / "db"), "--import", str(tmp_path / "x.txt")), "no such file")
     (tmp_path / "x.json").write_text("{}")
     check(lmboard("board", "--db", str(tmp_path / "db"), "--import", str(tmp_path / "x.json")), "no 'results'")
+
+
+def test_interval_rule_never_zero_width_and_says_which():
+    from lmboard.metrics.paired import MIN_CLUSTERS, accuracy_interval
+
+    # one subject, 20 questions, 25%: a cluster bootstrap would say [25, 25]; Wilson does not
+    lo, hi, how = accuracy_interval([True] * 5 + [False] * 15, ["a"] * 20)
+    assert lo < 0.25 < hi and hi - lo > 0.3 and how.startswith("Wilson, 20 items (1 subject:")
+    # two subjects: not just the two subjects' scores
+    lo, hi, _ = accuracy_interval([True] * 10 + [False] * 10, ["a"] * 10 + ["b"] * 10)
+    assert 0 < lo < 0.5 < hi < 1
+    # 0% and 100% still get width
+    assert accuracy_interval([True] * 12, ["a"] * 12)[1] == 1.0 and accuracy_interval([True] * 12, ["a"] * 12)[0] < 1
+    # enough subjects: the cluster bootstrap, named with its count
+    subjects = [f"s{i}" for i in range(MIN_CLUSTERS) for _ in range(5)]
+    lo, hi, how = accuracy_interval([i % 3 == 0 for i in range(len(subjects))], subjects)
+    assert how == f"cluster bootstrap over {MIN_CLUSTERS} subjects" and lo < hi
+
+
+def test_csv_json_and_terminal_units_and_widths(tmp_path):
+    from lmboard.report.board_text import terminal_tables
+
+    sample_store(tmp_path / "db")
+    rows = list(csv.reader(io.StringIO(lmboard("board", "--db", str(tmp_path / "db"), "--format", "csv").stdout)))
+    head = rows[0]
+    # one unit per column, named in the header; shares in percent everywhere
+    assert all(h.endswith(("[%]", "[tok/s]", "[s]", "[MB]", "interval")) for h in head[3:]), head
+    i = head.index("MMLU 5-shot: accuracy [%]")
+    a = next(r for r in rows if r[0] == "model-a")
+    assert float(a[i]) == pytest.approx(70.0) and a[i + 3].startswith("Wilson")
+    w = head.index("judged vs gpt4 · judge smollm2: win rate [%]")
+    assert float(a[w]) == pytest.approx(62.5)
+    doc = json.loads(lmboard("board", "--db", str(tmp_path / "db"), "--format", "json").stdout)
+    assert doc["units"]["%"] == "percent" and {c["unit"] for c in doc["columns"]} <= {"%", "tok/s", "s", "MB"}
+    (pair,) = next(iter(doc["comparisons"].values()))
+    assert pair["difference"] == pytest.approx(30.0)  # percentage points
+    # the terminal: at 80 columns every line fits, no column squeezed to a character
+    from rich.console import Console
+
+    board = build(sample_store(tmp_path / "db"))
+    for width in (80, 120):
+        console = Console(width=width, record=True, file=io.StringIO())
+        for t in terminal_tables(board, width):
+            console.print(t)
+        text = console.export_text()
+        assert max(len(x) for x in text.splitlines()) <= width
+        assert "70.0 [48.1, 85.5]" in text and "62.5 [57.5, 67.5]" in text
+    piped = lmboard("board", "--db", str(tmp_path / "db"))  # not a terminal: 120 columns
+    assert piped.returncode == 0 and max(len(x) for x in piped.stdout.splitlines()) <= 120
+
+
+def test_benchmark_names_not_file_names():
+    from lmboard.report.board_collect import dataset_name
+
+    assert dataset_name("/data/chnsenticorp/ChnSentiCorp_htl_all.csv") == "ChnSentiCorp"
+    assert dataset_name("/data/reviews/my_reviews.csv") == "my_reviews"

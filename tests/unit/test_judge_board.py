@@ -73,14 +73,27 @@ def test_head2head_counts_invalid_and_legacy_draws():
     assert h["discrete_win_rate"] == pytest.approx((0 + 1 + 0.5 + 0.5 + 1) / 5 * 100)
 
 
-def test_cli_builds_the_board_from_annotations(tmp_path):
-    out = tmp_path / "board.csv"
-    r = run_cli("judge", "--annotations", str(AE / "annotations" / "*.json"), "--leaderboard", str(out))
+def test_cli_builds_the_board_from_annotations_and_stores_it(tmp_path, published):
+    out, db = tmp_path / "board.csv", tmp_path / "db"
+    args = ("judge", "--annotations", str(AE / "annotations" / "*.json"), "--leaderboard", str(out), "--db", str(db))
+    r = run_cli(*args)
     assert r.returncode == 0, r.stderr
     rows = list(csv.reader(open(out)))
+    # alpaca_eval's columns in its order; the length-controlled rate named as lmboard's fit
     assert rows[0][1:12] == ["win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total",
-                             "discrete_win_rate", "mode", "avg_length", "length_controlled_winrate", "lc_standard_error"]
-    assert len(rows) == 23 and "NullModel" in r.stdout
+                             "discrete_win_rate", "mode", "avg_length", "lmboard_length_controlled_winrate",
+                             "lmboard_lc_standard_error"]
+    assert len(rows) == 23 and "NullModel" in r.stdout and {row[8] for row in rows[1:]} == {"annotations"}
+    # stored: the board shows every generator's win rate, judged by the annotator against generator_1
+    doc = json.loads(run_cli("board", "--db", str(db), "--format", "json").stdout)
+    cols = {c["key"]: c for c in doc["columns"]}
+    wins = {c["model"]: c for c in doc["cells"] if cols[c["column"]]["label"] == "win rate"}
+    assert len(wins) == 22 and wins["NullModel"]["value"] == pytest.approx(float(published["NullModel"]["win_rate"]))
+    (group,) = {cols[c["column"]]["group"] for c in wins.values()}
+    assert group == "judged vs gpt4_1106_preview · judge weighted_alpaca_eval_gpt4_turbo"
+    assert any(c["label"] == "LC win rate (lmboard fit)" for c in cols.values())
+    assert run_cli(*args).returncode == 0  # the same files again: the same runs, nothing added
+    assert len(json.loads(run_cli("board", "--db", str(db), "--format", "json").stdout)["runs"]) == 22
 
 
 def test_malformed_annotation_names_file_and_entry(tmp_path):
