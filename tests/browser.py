@@ -42,3 +42,16 @@ def requested_urls(driver) -> list[str]:
 
 def console_errors(driver) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+
+
+def need_cjk_font() -> None:
+    """Chinese text on the page needs a CJK font (Debian's fonts-noto-cjk), or it is drawn
+    as empty boxes: under CI its absence fails the test."""
+    import subprocess
+
+    fonts = subprocess.run(["fc-list", ":lang=zh"], capture_output=True, text=True).stdout if shutil.which("fc-list") else ""
+    if not fonts.strip():
+        msg = "no CJK font (make test installs fonts-noto-cjk)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)

@@ -203,40 +203,58 @@ def _generators(runs: list[dict]) -> dict[str, ModelRow]:
     return {g: rows[g] for g, keys in seen.items() if len(keys) == 1}
 
 
-def run_samples(store: Store, board: Board) -> dict[str, list[dict]]:
-    """The samples of every run a cell points to, for the page's drill-down; exam samples
-    get their question and choices from the run's data folder when it is still there."""
+def run_samples(store: Store, board: Board) -> dict[str, dict]:
+    """The samples of every run a cell points to, for the page's drill-down: {"rows": [...],
+    "prefixes": {...}}. Exam samples get their question and choices from the run's data
+    folder when it is still there, and the prompt as asked where it can be rebuilt exactly
+    (its hash is the stored one): the few-shot prefix once per subject, the rest per row."""
     used = {c.run for c in board.cells.values() if c.run}
     out = {}
     for rid in sorted(used):
         rows = [{"key": k, **s} for k, s in sorted(store.samples(rid))]
         info = board.runs.get(rid, {})
+        prefixes: dict[str, str] = {}
         if info.get("kind") == "exam":
-            _with_questions(rows, (info.get("config") or {}).get("exam") or {})
+            prefixes = _with_questions(rows, (info.get("config") or {}).get("exam") or {})
         elif info.get("kind") == "classify":
             _with_texts(rows, info)
-        out[rid] = rows
+        out[rid] = {"rows": rows, "prefixes": prefixes}
     return out
 
 
-def _with_questions(rows: list[dict], exam_cfg: dict) -> None:
+def _with_questions(rows: list[dict], exam_cfg: dict) -> dict[str, str]:
     from lmboard.errors import UsageError
     from lmboard.registry import TASKS
+    from lmboard.text import stable_hash
 
     try:
         exam = TASKS.get(exam_cfg["task"])()
         data = Path(exam_cfg["data"])
-        found = {}
+        found, pools = {}, {}
         for subject in {r.get("subject") for r in rows}:
-            for q in exam.load_split(data, subject, exam.eval_split) or []:
+            test = exam.load_split(data, subject, exam.eval_split) or []
+            for q in test:
                 found[(subject, q.index)] = q
+            pools[subject] = exam.shot_pool(data, subject, test)  # as the run made them (exam_run.load_questions)
     except (UsageError, OSError, KeyError, TypeError, ValueError):
-        return  # the data moved: the page shows what the store holds
+        return {}  # the data moved: the page shows what the store holds
+    prefixes: dict[str, str] = {}
     for r in rows:
         q = found.get((r.get("subject"), r.get("index")))
-        if q is not None:
-            r["question"] = q.question
-            r["choices"] = dict(zip(exam.letters, q.choices, strict=False))
+        if q is None:
+            continue
+        r["question"] = q.question
+        r["choices"] = dict(zip(exam.letters, q.choices, strict=False))
+        n = r.get("shots")
+        if exam_cfg.get("chat") or not isinstance(n, int) or exam.drop_rule != "last" and n != exam_cfg.get("shots"):
+            continue  # a chat template's prompt, or shots dropped by length from the middle: not rebuilt
+        pool, source = pools[q.subject]
+        text, prefix = exam.render(q, exam.shots_for(q, pool, source, n))
+        if stable_hash(text) == r.get("prompt_hash"):
+            key = f"{q.subject}|{n}"
+            prefixes.setdefault(key, prefix)
+            r["prompt_prefix"], r["prompt_end"] = key, text[len(prefix):]
+    return prefixes
 
 
 def _with_texts(rows: list[dict], info: dict) -> None:

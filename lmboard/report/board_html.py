@@ -33,14 +33,15 @@ def plotly_js() -> str:
     return (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_text(encoding="utf-8")
 
 
-def _columnar(rows: list[dict]) -> dict:
+def _columnar(run: dict) -> dict:
     """A run's samples as field names and rows of values: the names are not repeated
     100,000 times (a third of a large page), which the browser reads back on demand."""
+    rows = run["rows"]
     names = list(dict.fromkeys(k for r in rows for k in r))
-    return {"fields": names, "rows": [[r.get(k) for k in names] for r in rows]}
+    return {"fields": names, "rows": [[r.get(k) for k in names] for r in rows], "prefixes": run.get("prefixes") or {}}
 
 
-def render(board: Board, comparisons: dict, samples: dict[str, list[dict]], source: str) -> str:
+def render(board: Board, comparisons: dict, samples: dict[str, dict], source: str) -> str:
     assets = resources.files("lmboard.report").joinpath("assets")
     data = board_dict(board, comparisons)
     blocks = "".join(f'<script type="application/json" id="run-{rid}">{_json(clean(_columnar(rows)))}</script>\n'

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from browser import chromium, console_errors
+from browser import chromium, console_errors, need_cjk_font
 from helpers import ALPACA_REF, DATA, MMLU, run_cli, short_reference
 from lmboard.io import read_csv_dicts
 from lmboard.models.hf_load import choose_dtype
@@ -81,6 +81,7 @@ def test_the_page_shows_the_same_numbers(store):
     from selenium.webdriver.common.by import By
 
     d = store
+    need_cjk_font()
     r = run_cli("board", "--db", str(d / "db"), "--out", str(d / "board.html"))
     assert r.returncode == 0, r.stderr
     acc = json.loads(next((d / "exam-float32").glob("accuracies_*.json")).read_text())["weighted_accuracy"]
@@ -94,6 +95,11 @@ def test_the_page_shows_the_same_numbers(store):
         first = MMLU.joinpath("test", "anatomy_test.csv").read_text(encoding="utf-8").splitlines()[0]
         samples = driver.find_element(By.ID, "samples").text
         assert first.split(",")[0][:40] in samples  # the question, read from the run's data folder
+        # the prompt as the model read it, rebuilt from the data and checked against the stored hash
+        driver.find_element(By.CSS_SELECTOR, "#samples tr.sample").click()
+        driver.find_element(By.CSS_SELECTOR, "#samples .prompt-button").click()
+        prompt = driver.find_element(By.CSS_SELECTOR, "#samples pre.prompt").text
+        assert prompt.startswith("The following are multiple choice questions") and prompt.rstrip().endswith("Answer:")
         # the classification run: its reviews (Chinese) from the data file, in a CJK font
         driver.execute_script("document.querySelector('button[data-view=classification]').click()")
         driver.find_element(By.CSS_SELECTOR, "#board tbody a").click()

@@ -133,8 +133,12 @@ function legend(cols, models) {
 function samplesOf(run) {
   const node = $("run-" + run);
   if (!node) return [];
-  const {fields, rows} = JSON.parse(node.textContent);  // parsed on demand: the page opens fast
-  return rows.map(r => { const o = {}; fields.forEach((f, i) => { if (r[i] !== null) o[f] = r[i]; }); return o; });
+  const {fields, rows, prefixes} = JSON.parse(node.textContent);  // parsed on demand: the page opens fast
+  return rows.map(r => {
+    const o = {}; fields.forEach((f, i) => { if (r[i] !== null) o[f] = r[i]; });
+    if (o.prompt_end !== undefined) { Object.defineProperty(o, "prompt", {value: (prefixes[o.prompt_prefix] || "") + o.prompt_end}); delete o.prompt_end; delete o.prompt_prefix; }
+    return o;
+  });
 }
 function show_value(v) { return v === undefined || v === null ? "\u2014" : typeof v === "object" ? JSON.stringify(v) : String(v); }
 function settingsList(info, col) {
@@ -165,6 +169,11 @@ function columnsFor(kind, rows) {
 }
 function detailOf(r) {
   const box = el("div", null, "detail");
+  if (r.prompt !== undefined) {
+    const b = el("button", "the prompt as the model read it", "prompt-button");
+    b.addEventListener("click", e => { e.stopPropagation(); b.replaceWith(el("pre", r.prompt, "prompt")); });
+    box.append(b);
+  }
   if (r.question !== undefined) box.append(el("pre", r.question));
   if (r.choices) for (const [k, v] of Object.entries(r.choices)) box.append(el("pre", k + ". " + v));
   if (r.probs) box.append(el("p", "probabilities: " + r.probs.map(p => p.toFixed(3)).join(", ")));
