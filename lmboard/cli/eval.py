@@ -5,6 +5,7 @@ when given."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -27,6 +28,7 @@ from lmboard.cli.common import (
     progress_bar,
     split_list,
 )
+from lmboard.cli.eval_yaml import TaskFileFlags, harness, is_task_file
 from lmboard.errors import UsageError
 from lmboard.io import need_file
 from lmboard.lm import Capability, ModelSpec
@@ -112,18 +114,29 @@ class RoutedFlags:
     concurrency: Annotated[int, _opt("Requests in flight for an endpoint", ROUTED)] = 8
 
 
-@options.command(Common, Running, ExamFlags, ClassifyFlags, RoutedFlags)
-def eval_cmd(c: Common, r: Running, exam: ExamFlags, cls: ClassifyFlags, routed: RoutedFlags) -> None:
-    """Score a model on an exam (MMLU, CMMLU, C-Eval), a classification task or a routed benchmark (ShopBench)."""
+@options.command(Common, Running, ExamFlags, ClassifyFlags, RoutedFlags, TaskFileFlags)
+def eval_cmd(c: Common, r: Running, exam: ExamFlags, cls: ClassifyFlags, routed: RoutedFlags,
+             files: TaskFileFlags) -> None:
+    """Score a model on an exam (MMLU, CMMLU, C-Eval), a classification task, a routed benchmark (ShopBench)
+    or lm-evaluation-harness task YAMLs."""
     if c.plugins:
         from lmboard.models.registry import load_plugin_paths
 
         load_plugin_paths(c.plugins)
-    kind = getattr(TASKS.get(c.task), "kind", "exam")
     check_positive(c.threads, "--threads")
     spec = model_spec(c.model, c.dtype, batch_tokens=parse_budget(r.batch_tokens),
                       recheck=parse_margin(r.recheck_margin))
     where = f"--task {c.task}"
+    if is_task_file(c.task, files):
+        options.unused(cls, where), options.unused(routed, where)
+        options.unused(dataclasses.replace(exam, limit=None, chat=False), where)  # --limit, --chat apply
+        if c.data is not None:
+            raise UsageError(f"--data does not apply to {where} (the YAML names its data files)")
+        harness(spec, c.task, c.shots, exam.limit, exam.chat, c.out_dir, c.db, c.quiet, c.threads, files)
+        return
+    kind = getattr(TASKS.get(c.task), "kind", "exam")
+    by_generate = kind == "exam" and cls.by == "generate"
+    options.unused(dataclasses.replace(files, max_new_tokens=None, strip_thinking=None) if by_generate else files, where)
     if kind == "routed":
         options.unused(exam, where), options.unused(cls, where)
         if c.shots is not None:
@@ -133,11 +146,13 @@ def eval_cmd(c: Common, r: Running, exam: ExamFlags, cls: ClassifyFlags, routed:
         options.unused(exam, where), options.unused(routed, where)
         _classify(spec, c, cls)
     else:
-        options.unused(cls, where), options.unused(routed, where)
-        _exam(spec, c, exam)
+        options.unused(dataclasses.replace(cls, by="loglik"), where), options.unused(routed, where)
+        if cls.by not in ("loglik", "generate"):
+            raise UsageError(f"--by must be loglik or generate (got {cls.by!r})")
+        _exam(spec, c, exam, files if by_generate else None)
 
 
-def _exam(spec: ModelSpec, c: Common, f: ExamFlags) -> None:
+def _exam(spec: ModelSpec, c: Common, f: ExamFlags, gen: TaskFileFlags | None = None) -> None:
     from lmboard.report.exam import write_exam_files
     from lmboard.report.tables import exam_table
     from lmboard.tasks.exam import ExamSettings
@@ -152,17 +167,30 @@ def _exam(spec: ModelSpec, c: Common, f: ExamFlags) -> None:
     if settings.shots < 0:
         raise UsageError(f"--shots must be >= 0 (got {settings.shots})")
     exam = TASKS.get(settings.task)()
-    for cap in (Capability.SCORE, Capability.TOKENIZE):
-        require_backend(spec, cap, f"--task {settings.task} (the answer letters' logits, on prompts in its tokens)")
+    if gen is not None:
+        if f.letter_token != "spaced":
+            raise UsageError("--letter-token does not apply to --by generate (the letter is read from the answer)")
+        check_positive(gen.max_new_tokens, "--max-new-tokens")
+    for cap in (Capability.GENERATE if gen else Capability.SCORE, Capability.TOKENIZE):
+        require_backend(spec, cap, f"--task {settings.task} --by generate (answers through the chat template)" if gen
+                        else f"--task {settings.task} (the answer letters' logits, on prompts in its tokens)")
     loaded = load_questions(exam, settings)  # bad data fails here, before the model loads
     out_path = c.out_dir or Path("results") / spec.display_name
     main = world().main  # under torchrun, rank 0 alone opens the store and writes files
     if main:
         check_out_dir(out_path)
     store = open_store(c.db, c.quiet) if main else None
-    lm = load_lm(spec, c.quiet, c.threads, needs=(Capability.SCORE,))
+    lm = load_lm(spec, c.quiet, c.threads, needs=() if gen else (Capability.SCORE,))
     with progress_bar(f"{settings.task} {spec.display_name}", c.quiet or not main) as update:
-        result = run_exam(exam, lm, settings, store, progress=update, loaded=loaded)
+        if gen is not None:
+            from lmboard.tasks.exam_gen import GenExamSettings, run_exam_generate
+
+            if not lm.has_chat_template():
+                raise UsageError(f"--by generate: model {spec.display_name} has no chat template")
+            result = run_exam_generate(exam, lm, settings, GenExamSettings(gen.max_new_tokens, gen.strip_thinking),
+                                       store, update, loaded)
+        else:
+            result = run_exam(exam, lm, settings, store, progress=update, loaded=loaded)
     if result is None:  # another rank: its results went to rank 0
         return
     acc = write_exam_files(result, exam, settings.data, out_path)
@@ -175,7 +203,21 @@ def _exam(spec: ModelSpec, c: Common, f: ExamFlags) -> None:
                   markup=False, highlight=False, soft_wrap=True)
     if not c.quiet:
         out.print(exam_table(result.model, acc, f.subcategories, f.per_subject))
+        if gen is not None:
+            _extraction_lines(result)
         out.print(f"results: {out_path}  (run {result.run_id}{', resumed' if result.resumed else ''})")
+
+
+def _extraction_lines(result) -> None:
+    """How the letters were read, and the answers that gave none."""
+    from lmboard.tasks.exam_gen import extraction_summary
+    from lmboard.tasks.extract import RULE
+
+    x = extraction_summary(result)
+    out.print(f"letters read by: {', '.join(f'{k} {v}' for k, v in sorted(x['rules'].items()))} "
+              f"(rule: {RULE}); no extractable letter: {x['no_letter']:.1%} of {x['n']}", markup=False)
+    for r in x["examples"].get("none", []):
+        out.print(f"  no letter in: {r[:160]!r}", markup=False)
 
 
 def _classify(spec: ModelSpec, c: Common, f: ClassifyFlags) -> None:

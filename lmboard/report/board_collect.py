@@ -153,6 +153,42 @@ def add_speed(board: Board, store: Store, run: dict, _: dict) -> None:
     board.put(model, col("mem", "peak memory", "MB", False), Cell(max(r.get("peak_rss_mb") or 0 for r in rows) or None, run=rid))
 
 
+def add_harness(board: Board, store: Store, run: dict, _: dict) -> None:
+    """A task YAML's run: a column per metric and filter (shares in percent, with Wilson's
+    interval for a 0/1 metric's mean; others as the harness reports them, with ±1.96 stderr)."""
+    from lmboard.metrics.paired import wilson
+
+    cfg, s = run["config"] or {}, run["summary"] or {}
+    st = cfg.get("settings") or {}
+    name = s.get("task") or cfg.get("harness")
+    settings = {"task": name, "files": cfg.get("files"), **st}
+    base = f"{name} {s.get('shots')}-shot" + (" chat" if s.get("chat") else "")
+    h, group = _group(board, base, settings)
+    model = model_row(run["provenance"] or {}, run["model"])
+    n = s.get("n") or 0
+    metrics = s.get("metrics") or {}
+    first = True
+    for key, value in metrics.items():
+        if "_stderr," in key or not isinstance(value, int | float):
+            continue
+        metric, filt = key.split(",", 1)
+        share = metric in ("acc", "acc_norm", "acc_bytes", "exact_match", "f1", "mcc", "math_verify") or \
+            metric.startswith("rouge")
+        err = metrics.get(f"{metric}_stderr,{filt}")
+        if share and metric != "mcc" and n and 0 <= value <= 1 and err is not None and value * n == round(value * n):
+            lo, hi = wilson(round(value * n), n)
+            cell = Cell(100 * value, 100 * lo, 100 * hi, run["id"], n, f"Wilson, {n} items")
+        elif isinstance(err, float):
+            k = 100 if share else 1
+            cell = Cell(k * value, k * (value - 1.96 * err), k * (value + 1.96 * err), run["id"], n, "±1.96 stderr")
+        else:
+            cell = Cell(100 * value if share else value, run=run["id"], n=n)
+        label = metric + (f" ({filt})" if filt != "none" else "")
+        board.put(model, Column(f"task:{h}:{key}", group, label, "%" if share else "score", metric not in ("perplexity", "ter"),
+                                settings, "tasks", first), cell)
+        first = False
+
+
 def add_imported(board: Board, store: Store, run: dict, _: dict) -> None:
     s = run["summary"] or {}
     for e in s.get("entries", []):
@@ -168,7 +204,7 @@ def add_imported(board: Board, store: Store, run: dict, _: dict) -> None:
                        "±1.96 standard errors (from the file)" if e.get("low") is not None else None))
 
 
-ADD = {"imported": add_imported, "exam": add_exam, "classify": add_classify, "shopbench": add_shopbench, "judge": add_judge,
+ADD = {"imported": add_imported, "harness": add_harness, "exam": add_exam, "classify": add_classify, "shopbench": add_shopbench, "judge": add_judge,
        "speed": add_speed}
 
 

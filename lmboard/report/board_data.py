@@ -22,7 +22,7 @@ from pathlib import Path
 from lmboard.metrics.paired import accuracy_interval, paired_comparison
 from lmboard.text import stable_hash
 
-FAMILIES = ("exams", "classification", "shopbench", "judged", "speed", "imported")
+FAMILIES = ("exams", "classification", "shopbench", "tasks", "judged", "speed", "imported")
 UNITS = {"%": "percent", "tok/s": "tokens per second", "s": "seconds", "MB": "megabytes", "score": "1-10 grade"}
 
 

@@ -177,7 +177,7 @@ def run_exam(exam: MCExam, lm: ScoringLM, settings: ExamSettings, store: Store,
             stats = run.finish(scoring.stats)
         if not run.main:
             return None
-        return _collect(run, questions, by_key, provenance, stats, time.time() - t0)
+        return collect(run, questions, by_key, provenance, stats, time.time() - t0)
 
 
 def _as_scored(key: str, s: StoredSample) -> Scored:
@@ -185,7 +185,7 @@ def _as_scored(key: str, s: StoredSample) -> Scored:
     return Scored(key, logits=(s.data or {}).get("logits"), final=s.final, note=s.note)
 
 
-def _collect(run: JobRun, questions: Questions, by_key: dict, provenance: dict, stats: dict | None,
+def collect(run: JobRun, questions: Questions, by_key: dict, provenance: dict, stats: dict | None,
              cost: float) -> ExamResult:
     samples = {k: v for k, v in run.samples().items() if k in by_key}
     missing = [k for k in by_key if k not in samples]

@@ -8,7 +8,7 @@ const byKey = Object.fromEntries(B.columns.map(c => [c.key, c]));
 const cells = {};
 for (const c of B.cells) cells[c.model + "\u0000" + c.column] = c;
 const cellOf = (m, col) => cells[m + "\u0000" + col];
-const FAMILY_NAMES = {exams: "Exams", classification: "Classification", shopbench: "ShopBench", judged: "Judged",
+const FAMILY_NAMES = {exams: "Exams", classification: "Classification", shopbench: "ShopBench", tasks: "Task files", judged: "Judged",
                       speed: "Speed", imported: "Imported"};
 function el(tag, text, cls) { const e = document.createElement(tag); if (text !== undefined && text !== null) e.textContent = text; if (cls) e.className = cls; return e; }
 function $(id) { return document.getElementById(id); }
