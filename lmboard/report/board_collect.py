@@ -48,8 +48,12 @@ def add_exam(board: Board, store: Store, run: dict, _: dict) -> None:
     exam = cfg.get("exam", {})
     settings = {**{k: exam.get(k) for k in ("task", "data", "subjects", "limit", "shots", "letter_token", "chat",
                                             "max_length")}, "template": cfg.get("template")}
+    gen = cfg.get("by") == "generate"
+    if gen:
+        settings.update(by="generate", max_new_tokens=cfg.get("max_new_tokens"))
     base = f"{exam_title(exam.get('task'))} {exam.get('shots')}-shot" + (
-        " bare letter" if exam.get("letter_token") == "bare" else "") + (" chat" if exam.get("chat") else "")
+        " bare letter" if exam.get("letter_token") == "bare" and not gen else "") + (
+        " by generation" if gen else " chat" if exam.get("chat") else "")
     subjects = exam.get("subjects") or []
     detail = ", ".join(x for x in (f"{len(subjects)} subjects" if subjects else "",
                                    f"{exam['limit']} a subject" if exam.get("limit") else "") if x)

@@ -100,7 +100,8 @@ def run_exam_generate(exam: MCExam, lm: ScoringLM, settings: ExamSettings, g: Ge
         if not run.main:
             return None
         result = collect(run, questions, by_key, provenance, stats, time.time() - t0)
-    read_letters(exam, result, by_key, g.strip_thinking)
+        read_letters(exam, result, by_key, g.strip_thinking)
+        run.add(list(result.samples.items()))  # the letters as read, beside the answers (the board reads them)
     return result
 
 

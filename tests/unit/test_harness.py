@@ -123,3 +123,26 @@ def test_the_job_on_the_fake_backend_results_and_resume(tasks, tmp_path):
     assert {r["kind"] for r in runs.values()} == {"harness"}
     again = run_cli(*args[:-1])  # the same command: both runs resumed, nothing computed again
     assert again.returncode == 0 and again.stderr.count("resum") >= 2, again.stderr
+
+
+def test_chat_few_shot_as_alternating_turns_and_think_stripping(tasks):
+    import dataclasses
+
+    from lmboard.tasks.harness.run import evaluate
+
+    write(tasks, "chat.yaml", "include: _base.yaml\ntask: chat\ndoc_to_text: 'Q: {{q}}'\ndoc_to_target: '{{a}}'\n"
+                              "description: 'Add.'\nfewshot_split: test\nnum_fewshot: 2\nfilter_list:\n  - name: num\n"
+                              "    filter:\n      - function: regex\n        regex_pattern: '(\\d+)'\n"
+                              "      - function: take_first\n")
+    p = prepare(resolve(str(tasks / "chat.yaml"), []), HarnessSettings(limit=2, chat=True))
+    roles = [m["role"] for m in p.prompts[0]]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user"]  # lm-eval's --fewshot_as_multiturn
+    assert p.prompts[0][0]["content"] == "Add." and p.prompts[0][-1]["content"] == "Q: What is 0 + 0?"
+    assert p.prompts[0][2]["content"] == str(int(p.prompts[0][1]["content"].split()[3]) * 2)
+    stored = {"000000": {"resps": ["<think>maybe 7</think>0"]}, "000001": {"resps": ["<think>7</think> 2"]}}
+    plain_run = evaluate(p, stored)
+    assert [s["filters"]["num"]["filtered"] for s in plain_run] == ["7", "7"]  # the trace's number, taken wrongly
+    stripped = evaluate(dataclasses.replace(p, strip_thinking=True), stored)
+    assert [s["filters"]["num"]["filtered"] for s in stripped] == ["0", "2"]
+    assert [s["filters"]["num"]["metrics"]["exact_match"] for s in stripped] == [1.0, 1.0]
+    assert stripped[0]["think_chars"] == len("<think>maybe 7</think>")
