@@ -119,8 +119,12 @@ def test_the_job_on_the_fake_backend_results_and_resume(tasks, tmp_path):
     samples = [json.loads(x) for x in (tmp_path / "out" / "samples_gen.jsonl").read_text().splitlines()]
     assert len(samples) == 12 and samples[0]["prompt"] == "WHAT IS 0 + 0?" and samples[0]["target"] == "0"
     assert all(s["exact_match"] == float(s["filtered_resps"] == s["target"]) for s in samples)
-    runs = json.loads(run_cli("board", "--db", str(tmp_path / "db"), "--format", "json").stdout)["runs"]
-    assert {r["kind"] for r in runs.values()} == {"harness"}
+    board = json.loads(run_cli("board", "--db", str(tmp_path / "db"), "--format", "json").stdout)
+    assert {r["kind"] for r in board["runs"].values()} == {"harness"}
+    cols = {(c["group"], c["label"]): c for c in board["columns"] if c["family"] == "tasks"}
+    assert {("gen 0-shot", "exact_match"), ("mc 0-shot", "acc"), ("mc 0-shot", "acc_norm")} <= set(cols)
+    (cell,) = [c for c in board["cells"] if c["column"] == cols[("mc 0-shot", "acc")]["key"]]
+    assert cell["value"] == pytest.approx(100 * mc["acc,none"]) and cell["interval"] == "Wilson, 12 items"
     again = run_cli(*args[:-1])  # the same command: both runs resumed, nothing computed again
     assert again.returncode == 0 and again.stderr.count("resum") >= 2, again.stderr
 
