@@ -30,8 +30,9 @@ import json, sys
 ref = json.load(open(sys.argv[1]))[:24]
 json.dump(ref, open(sys.argv[2], "w"), ensure_ascii=False)
 PY
-$LM generate --models "smollm2,dtype=bfloat16" --models "smollm2,dtype=float32" \
-  --models "smollm2,dtype=bfloat16,adapter=$OUT/adapter" --models "smollm2,dtype=float32,adapter=$OUT/adapter" \
+$LM generate --models "smollm2,dtype=bfloat16,label=bf16" --models "smollm2,dtype=float32,label=fp32" \
+  --models "smollm2,dtype=bfloat16,adapter=$OUT/adapter,label=lora-bf16" \
+  --models "smollm2,dtype=float32,adapter=$OUT/adapter,label=lora-fp32" \
   --prompts "$OUT/prompts.json" --out "$OUT/gen" --max-new-tokens 128 "${DB[@]}"
 $LM judge --outputs "$OUT/gen/output.json" --reference "$OUT/prompts.json" --judge smollm2,dtype=float32 \
   --leaderboard "$OUT/lb.csv" "${DB[@]}"

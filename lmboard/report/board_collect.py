@@ -231,13 +231,26 @@ def build(store: Store, models: tuple[str, ...] = ()) -> Board:
     return board
 
 
+def _identity(provenance: dict) -> tuple:
+    """The model as it ran, whatever its label: backend, weights, adapter and dtype."""
+    spec = provenance.get("model_spec") or {}
+    return tuple(spec.get(k) for k in ("backend", "name", "gguf_file", "adapter")) + (provenance.get("dtype"),)
+
+
 def _generators(runs: list[dict]) -> dict[str, ModelRow]:
-    """Generator name -> the model row of the one generate run that used that name."""
+    """Generator name -> the model row of the one generate run that used that name: the row
+    the same model already has from other runs (a label given to tell generators apart does
+    not make it another model), else the generate run's own."""
+    known: dict[tuple, ModelRow] = {}
+    for r in runs:
+        if r["kind"] not in ("generate", "judge", "imported") and r.get("provenance"):
+            known.setdefault(_identity(r["provenance"]), model_row(r["provenance"], r["model"]))
     seen: dict[str, set[str]] = {}
     rows: dict[str, ModelRow] = {}
     for r in runs:
         if r["kind"] == "generate":
-            row = model_row(r.get("provenance") or {}, r["model"])
+            prov = r.get("provenance") or {}
+            row = known.get(_identity(prov)) or model_row(prov, r["model"])
             seen.setdefault(r["model"], set()).add(row.key)
             rows[r["model"]] = row
     return {g: rows[g] for g, keys in seen.items() if len(keys) == 1}

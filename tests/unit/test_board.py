@@ -190,3 +190,18 @@ def test_benchmark_names_not_file_names():
 
     assert dataset_name("/data/chnsenticorp/ChnSentiCorp_htl_all.csv") == "ChnSentiCorp"
     assert dataset_name("/data/reviews/my_reviews.csv") == "my_reviews"
+
+
+def test_a_labelled_generator_joins_its_models_row(tmp_path):
+    from board_store import judge_run, prov
+
+    s = sample_store(tmp_path / "db")
+    # model-b's weights and dtype, generated under another label (labels tell generators apart)
+    p = prov("model-b", "float32")
+    p["model_spec"] = {**p["model_spec"], "label": "gen-b"}
+    s.open_run("gen-b", "generate", "gen-b", {}, p)
+    s.finish_run("gen-b", {"n": 3})
+    judge_run(s, "judge-b", "gen-b", 40.0, ["x"])
+    board = build(s)
+    win = next(c for c in board.columns.values() if c.label == "win rate")
+    assert board.cells[("model-b · float32", win.key)].value == 40.0 and "gen-b" not in board.models
