@@ -7,7 +7,7 @@ stored as given and read at the end, so a changed rule reads them again), tried 
 options has not answered by doing so.
 
 1. ``stated``: the LAST explicit statement of an answer: "answer is (B)", "answer: B",
-   "correct option is B", "B is correct", "actually B", "答案是B", "答案：B", "选B", "应选B".
+   "correct option is B", "B is correct", "actually B", "答案是B", "答案：B", "选B", "应选B", "选择：B".
    The last one, so that a wrong letter mentioned first and then corrected counts as
    corrected.
 2. ``leading``: the answer opens with a letter on its own, followed by punctuation or the
@@ -57,7 +57,7 @@ def patterns(letters: Sequence[str]) -> list[re.Pattern]:
         re.compile(rf"(?<![A-Za-z]){alone}\s*(?i:is (?:the )?(?:correct|right|answer|best))"),
         re.compile(rf"(?i:actually|instead|so|therefore|thus),?\s*(?:it'?s\s*)?{alone}"),
         re.compile(rf"(?:答案|正确答案|正确选项|选项)\s*(?:应该|应|为|是|：|:)*\s*[（(]?({L})"),
-        re.compile(rf"(?:应选|选择|选)\s*[（(]?({L})"),
+        re.compile(rf"(?:应选|选择|选)\s*[:：]?\s*[（(]?({L})"),
     ]
 
 

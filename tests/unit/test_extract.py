@@ -19,6 +19,8 @@ CHOICES = ["London", "Paris", "Rome", "Berlin"]
     ("答案是B", "B", "stated"),
     ("答案：B。因为巴黎是法国的首都。", "B", "stated"),
     ("我认为应选B。", "B", "stated"),
+    # SmolLM2 on CMMLU: the first option restated, then its choice stated (twice): the statement counts
+    ("D. 右心家\n\n选择：C. 左心家\n\n选择：C. 左心家", "C", "stated"),
     ("B. Paris", "B", "leading"),
     ("B) Paris is the capital of France.", "B", "leading"),
     ("Answer: (C)", "C", "stated"),
