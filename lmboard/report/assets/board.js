@@ -366,13 +366,15 @@ function scatter(host, id, acc, other, xHigher) {
   if (pts.length < 2) { note(host, title + ": " + (pts.length ? "one model has" : "no model has") + " both; a plot needs two."); return; }
   const div = el("div", null, "plot"); div.id = id; host.append(div);
   const front = pareto(pts, xHigher);
+  // one trace per model: its name in the legend, not written over the plot where points crowd
+  const models = pts.map(p => ({type: "scatter", mode: "markers", x: [p.x], y: [p.y], name: plain(p.name), marker: {size: 11},
+    hovertemplate: plain(p.name) + "<br>%{y:.1f}% at %{x:.1f} " + other.unit + "<extra></extra>"}));
   Plotly.newPlot(div, [
-    {type: "scatter", mode: "markers+text", x: pts.map(p => p.x), y: pts.map(p => p.y), text: pts.map(p => plain(p.name)), textposition: "top center", name: "models",
-     hovertemplate: "%{text}<br>%{y:.1f}% at %{x:.1f} " + other.unit + "<extra></extra>"},
-    {type: "scatter", mode: "lines+markers", x: front.map(p => p.x), y: front.map(p => p.y), name: "Pareto front (no model both faster and better)",
+    ...models,
+    {type: "scatter", mode: "lines+markers", x: front.map(p => p.x), y: front.map(p => p.y), name: "Pareto front (no other model better on both)",
      line: {dash: "dot"}, marker: {symbol: "circle-open", size: 16}, hoverinfo: "skip"}],
     {title: {text: plain(title)}, xaxis: {title: {text: plain(other.label + " [" + other.unit + "]" + (xHigher ? ", higher is better" : ", lower is better"))}, range: pad(pts.map(p => p.x), 0, 0.22)},
-     yaxis: {title: {text: plain(acc.label + " [%]")}, range: pad(pts.map(p => p.y), 0)}, showlegend: true, legend: {orientation: "h", y: -0.2}},
+     yaxis: {title: {text: plain(acc.label + " [%]")}, range: pad(pts.map(p => p.y), 0)}, showlegend: true, legend: {orientation: "h", y: -0.32, font: {size: 11}}, margin: {b: 120}},
     {displaylogo: false, responsive: true});
 }
 function categories(host, acc) {
