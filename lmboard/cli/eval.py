@@ -96,7 +96,8 @@ class ClassifyFlags:
     split: Annotated[float | None, _opt("Train share when splitting --data (e.g. 0.8)", CLS)] = None
     test_size: Annotated[int | None, _opt("Cap the test split at N rows", CLS)] = None
     seed: Annotated[int, _opt("Split and shot seed", CLS)] = 123
-    by: Annotated[str, _opt("loglik or generate", CLS)] = "loglik"
+    by: Annotated[str, _opt("loglik or generate (also for exams: --by generate reads the letter from an answer in words)",
+                            CLS)] = "loglik"
     normalize: Annotated[str, _opt("none, tokens or chars (loglik)", CLS)] = "none"
 
 
