@@ -122,8 +122,8 @@ def run_classify(lm: ScoringLM, job: ClassifyJob, store: Store, progress: Progre
     t0 = time.time()
     info = lm.info()
     # the columns go with the provenance (not the key): the board reads the texts back for its drill-down
-    run = JobRun(store, identity, {**info, "columns": {"text": job.text_column, "label": job.label_column}},
-                 len(test), progress)
+    info["columns"] = {"text": job.text_column, "label": job.label_column}
+    run = JobRun(store, identity, info, len(test), progress)
     # under torchrun, this rank's reviews (balanced by length; the shots' prefix is
     # computed once per rank)
     mine = [test[i] for i in run.shard(test, [str(e.line) for e in test], [len(e.text) for e in test])]
