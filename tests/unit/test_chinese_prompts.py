@@ -88,3 +88,19 @@ def test_ceval_layout_prompt_and_scores(ceval_dir, tmp_path, tiny_sp):
 
     acc = aggregate(res, task, ceval_dir)
     assert set(acc["categories"]) == {"STEM", "Humanities"}
+
+
+def test_ceval_by_generation_on_the_fake_backend(ceval_dir, tmp_path):
+    """C-Eval in generation mode through the command line: the fake backend answers digits,
+    so no answer has a letter: every one is counted as such, shown, and wrong."""
+    from pathlib import Path
+
+    from helpers import run_cli
+
+    fake = str(Path(__file__).resolve().parents[1] / "fake_backend.py")
+    r = run_cli("eval", "fake:table", "--plugins", fake, "--task", "ceval", "--data", str(ceval_dir), "--by",
+                "generate", "--shots", "1", "--db", str(tmp_path / "db"), "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert "no extractable letter: 100.0% of 20" in r.stdout and "no letter in:" in r.stdout
+    rows = [json.loads(x) for x in (tmp_path / "out" / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 20 and all(x["extraction"] == "none" and not x["correct"] and x["response"] for x in rows)
