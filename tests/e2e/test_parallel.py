@@ -192,3 +192,24 @@ def test_generate_for_two_models_on_two_ranks(sp_model_dir, tmp_path):
     assert one.returncode == 0 and two.returncode == 0, (one.stderr, two.stderr)
     a, b = (json.loads((tmp_path / t / "output.json").read_text()) for t in ("one", "two"))
     assert a == b and len(b) == 12 and {e["generator"] for e in b} == {"a", "b"}
+
+
+def test_task_yamls_on_two_ranks_match_one_process(tmp_path):
+    """A task YAML (generate_until with filters, and a group of multiple_choice tasks) on the
+    fake backend: two ranks write the same samples and results as one process."""
+    fixtures = ROOT / "tests" / "fixtures" / "harness"
+    fake = str(ROOT / "tests" / "fake_backend.py")
+    for tag, run in (("one", run_cli), ("two", lambda *a: torchrun(2, *a))):
+        for task in ("arith_words", "mmlu_local_pair"):
+            r = run("eval", "fake:table", "--plugins", fake, "--task", task, "--include-path", str(fixtures),
+                    "--limit", "6", "--out", str(tmp_path / f"{tag}-{task}"), "--db", str(tmp_path / f"{tag}.db"),
+                    "--quiet")
+            assert r.returncode == 0, r.stderr
+    for name, files in (("arith_words", ["samples_arith_words.jsonl"]),
+                        ("mmlu_local_pair", ["samples_mmlu_local_anatomy.jsonl", "samples_mmlu_local_astronomy.jsonl"])):
+        for f in files:
+            one = (tmp_path / f"one-{name}" / f).read_text()
+            assert one and one == (tmp_path / f"two-{name}" / f).read_text()
+        docs = [json.loads((tmp_path / f"{t}-{name}" / "results.json").read_text()) for t in ("one", "two")]
+        assert docs[0]["results"] == docs[1]["results"]
+        assert {p["provenance"]["parallel"]["world_size"] for p in docs[1]["lmboard"].values()} == {2}

@@ -150,3 +150,34 @@ def test_chat_few_shot_as_alternating_turns_and_think_stripping(tasks):
     assert [s["filters"]["num"]["filtered"] for s in stripped] == ["0", "2"]
     assert [s["filters"]["num"]["metrics"]["exact_match"] for s in stripped] == [1.0, 1.0]
     assert stripped[0]["think_chars"] == len("<think>maybe 7</think>")
+
+
+def test_csv_data_a_folder_and_text_metrics(tmp_path):
+    import importlib.util
+
+    from lmboard.tasks.harness.run import evaluate, summarize
+
+    (tmp_path / "t").mkdir()
+    write(tmp_path / "t", "d.csv", "src,ref\nhello world,hello world\nthe cat sat,a cat sat down\n")
+    write(tmp_path / "t", "mt.yaml", "task: mt\ndataset_path: csv\ndataset_kwargs:\n  data_files:\n    test: d.csv\n"
+                                     "test_split: test\ndoc_to_text: src\ndoc_to_target: ref\noutput_type: generate_until\n"
+                                     "metric_list:\n  - metric: bleu\n  - metric: chrf\n  - metric: rougeL\n"
+                                     "  - metric: exact_match\n")
+    p = prepare(resolve("mt", [tmp_path / "t"]), HarnessSettings())
+    assert p.prompts == ["hello world", "the cat sat"] and p.targets == ["hello world", "a cat sat down"]
+    samples = evaluate(p, {"000000": {"resps": ["hello world"]}, "000001": {"resps": ["the cat sat"]}})
+    res = summarize(p, samples)
+    import sacrebleu
+
+    assert res["bleu,none"] == pytest.approx(sacrebleu.corpus_bleu(["hello world", "the cat sat"],
+                                                                   [["hello world", "a cat sat down"]]).score)
+    assert res["exact_match,none"] == 0.5 and res["bleu_stderr,none"] == "N/A"
+    assert samples[0]["filters"]["none"]["metrics"]["rougeL"] == 1.0 and 0 < res["rougeL,none"] < 1
+    # a folder runs its tasks; math_verify needs its package (a one-line error naming it)
+    r = run_cli("eval", "fake:table", "--plugins", FAKE, "--task", str(tmp_path / "t"), "--db", str(tmp_path / "db"),
+                "--out", str(tmp_path / "out"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert set(json.loads((tmp_path / "out" / "results.json").read_text())["results"]) == {"mt"}
+    if importlib.util.find_spec("math_verify") is None:
+        write(tmp_path / "t", "mv.yaml", "include: mt.yaml\ntask: mv\nmetric_list:\n  - metric: math_verify\n")
+        check(run_cli("eval", "smollm2", "--task", str(tmp_path / "t" / "mv.yaml")), "pip install math-verify")
