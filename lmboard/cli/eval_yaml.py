@@ -42,7 +42,13 @@ class TaskFileFlags:
 
 
 def is_task_file(task: str, flags: TaskFileFlags) -> bool:
-    return task.endswith((".yaml", ".yml")) or bool(flags.include_path) or Path(task).is_dir()
+    """A YAML, names under --include-path, or a folder of YAMLs (a built-in task's name wins
+    over a folder of that name in the working directory)."""
+    from lmboard.registry import TASKS
+
+    if task.endswith((".yaml", ".yml")) or flags.include_path:
+        return True
+    return Path(task).is_dir() and TASKS.find(task) is None
 
 
 def entries(task: str, include: list[Path]) -> list:
