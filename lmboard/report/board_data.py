@@ -23,7 +23,8 @@ from lmboard.metrics.paired import accuracy_interval, paired_comparison
 from lmboard.text import stable_hash
 
 FAMILIES = ("exams", "classification", "shopbench", "tasks", "judged", "speed", "imported")
-UNITS = {"%": "percent", "tok/s": "tokens per second", "s": "seconds", "MB": "megabytes", "score": "1-10 grade"}
+UNITS = {"%": "percent", "tok/s": "tokens per second", "s": "seconds", "MB": "megabytes",
+         "score": "a judge's 1-10 grade, or a task file's metric as it reports it"}
 
 
 @dataclass

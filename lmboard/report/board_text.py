@@ -8,7 +8,7 @@ import csv
 import io
 import json
 
-from lmboard.report.board_data import FAMILIES, Board, Cell, Column
+from lmboard.report.board_data import FAMILIES, UNITS, Board, Cell, Column
 
 MISSING = "—"
 
@@ -98,8 +98,7 @@ def board_dict(board: Board, comparisons: dict) -> dict:
     pct = {c: [{**p, **{k: 100 * p[k] for k in ("difference", "low", "high")}} for p in ps]
            for c, ps in comparisons.items()}
     return clean({
-        "units": {"%": "percent", "tok/s": "tokens per second", "s": "seconds", "MB": "megabytes",
-                  "score": "judge's 1-10 grade", "comparisons": "percentage points"},
+        "units": {**UNITS, "comparisons": "percentage points"},
         "models": [m.__dict__ for _, m in sorted(board.models.items())],
         "columns": [c.__dict__ for c in ordered_columns(board)],
         "cells": [{"model": m, "column": c, **cell.__dict__} for (m, c), cell in sorted(board.cells.items())],

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lmboard.errors import UsageError
+from lmboard.io import read_jsonl
 from lmboard.tasks.harness.config import TaskSpec, data_files
 
 FEWSHOT_SEED = 1234  # lm-eval's default --fewshot_random_seed
@@ -47,15 +48,8 @@ def _read(path: Path) -> Docs:
         if text.lstrip().startswith("["):
             rows = json.loads(text)
             return Docs(rows, [f"{path}: entry {i}" for i in range(len(rows))])
-        rows, where = [], []
-        for n, line in enumerate(text.split("\n"), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise UsageError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-                where.append(f"{path}:{n}")
-        return Docs(rows, where)
+        lines = read_jsonl(path)  # JSON lines, with file:line errors
+        return Docs([r for _, r in lines], [f"{path}:{n}" for n, _ in lines])
     import pandas as pd
 
     try:
