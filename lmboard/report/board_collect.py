@@ -179,7 +179,8 @@ def add_harness(board: Board, store: Store, run: dict, _: dict) -> None:
         share = metric in ("acc", "acc_norm", "acc_bytes", "exact_match", "f1", "mcc", "math_verify") or \
             metric.startswith("rouge")
         err = metrics.get(f"{metric}_stderr,{filt}")
-        if share and metric != "mcc" and n and 0 <= value <= 1 and err is not None and value * n == round(value * n):
+        binary = metric in ("acc", "acc_norm", "acc_bytes", "exact_match", "math_verify")  # a mean of 0s and 1s
+        if binary and n and abs(value * n - round(value * n)) < 1e-6:
             lo, hi = wilson(round(value * n), n)
             cell = Cell(100 * value, 100 * lo, 100 * hi, run["id"], n, f"Wilson, {n} items")
         elif isinstance(err, float):
