@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -111,7 +110,7 @@ def extraction_summary(result: ExamResult, examples: int = 2) -> dict:
     for s in result.samples.values():
         by_rule.setdefault(s["extraction"], []).append(s["response"])
     n = len(result.samples)
-    return {"n": n, "rules": dict(Counter({k: len(v) for k, v in by_rule.items()})),
+    return {"n": n, "rules": {k: len(v) for k, v in by_rule.items()},
             "no_letter": len(by_rule.get("none", [])) / n if n else 0.0,
             "examples": {k: v[:examples] for k, v in by_rule.items()},
             "thinking_chars": sum(s["think_chars"] for s in result.samples.values())}

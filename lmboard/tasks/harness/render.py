@@ -101,8 +101,7 @@ class HarnessTask:
                    "doc_to_target": self.cfg.get("doc_to_target"), "gen_prefix": self.cfg.get("gen_prefix"),
                    "sampler": "default", **fs}
         self.env = _env()
-        splits = load_splits(spec)
-        self.splits = splits
+        self.splits = load_splits(spec)
         self.eval_split = next((self.cfg[k] for k in ("test_split", "validation_split") if self.cfg.get(k)), None)
         if self.eval_split is None:
             raise UsageError(f"{self.path}: no test_split or validation_split")

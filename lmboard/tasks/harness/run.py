@@ -89,12 +89,12 @@ def _pair(lm: ScoringLM, context: str, continuation: str) -> tuple[list[int], li
     return ctx, lm.encode(context + continuation, special=False)[len(ctx):]
 
 
-def _score(lm: ScoringLM, p: Prepared, mine: list[int], run: JobRun, done: set[str], chat_text: Callable) -> None:
+def _score(lm: ScoringLM, p: Prepared, mine: list[int], run: JobRun, done: set[str]) -> None:
     mc = p.task.output_type == "multiple_choice"
     delim = p.task.target_delimiter if not p.prompts or isinstance(p.prompts[0], str) else ""
     reqs = []
     for i in mine:
-        ctx = p.prompts[i] if isinstance(p.prompts[i], str) else chat_text(p.prompts[i])
+        ctx = p.prompts[i] if isinstance(p.prompts[i], str) else lm.render_chat(p.prompts[i])
         conts = [delim + c for c in p.choices[i]] if mc else [str(p.targets[i])]
         pairs = [_pair(lm, ctx, c) for c in conts]
         reqs.append(ScoreRequest(f"{i:06d}", tuple(pairs[0][0]), tuple(tuple(x[1]) for x in pairs)))
@@ -122,7 +122,6 @@ def _generate(lm: Any, p: Prepared, mine: list[int], run: JobRun, done: set[str]
             reqs.append(GenRequest(f"{i:06d}/{r}", messages=msgs, text=None if settings.chat else p.prompts[i],
                                    settings=st))
     got: dict[str, list] = {}
-    keys = {f"{i:06d}" for i in mine}
     for res in lm.generate(reqs, gs, skip=lambda k: k.split("/")[0] in done):
         doc, r = res.key.split("/")
         if doc in done:
@@ -131,7 +130,7 @@ def _generate(lm: Any, p: Prepared, mine: list[int], run: JobRun, done: set[str]
         if all(x is not None for x in got[doc]):
             run.add([(doc, {"resps": got.pop(doc)})])
             run.tick(1)
-    if got and keys - done:
+    if got:  # some repeats of these documents never came back
         raise UsageError(f"{p.task.name}: the backend left {len(got)} documents unanswered")
 
 
@@ -154,13 +153,11 @@ def run_task(lm: ScoringLM, p: Prepared, settings: HarnessSettings, store: Store
     with run:
         done = set(run.stored)
         run.tick(sum(f"{i:06d}" in done for i in range(p.n_docs)))
-        texts = [x if isinstance(x, str) else "" for x in p.prompts]
-        mine = run.shard(list(range(p.n_docs)), [str(i) for i in range(p.n_docs)], [len(t) + 1 for t in texts])
-        chat_text = getattr(lm, "render_chat", None)
+        mine = run.shard(list(range(p.n_docs)), [str(i) for i in range(p.n_docs)], [len(str(x)) for x in p.prompts])
         if p.task.output_type == "generate_until":
             _generate(lm, p, mine, run, done, settings)
         else:
-            _score(lm, p, mine, run, done, chat_text)
+            _score(lm, p, mine, run, done)
         run.finish(None)
         if not run.main:
             return None
